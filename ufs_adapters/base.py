@@ -217,9 +217,7 @@ class UfsAdapter(Protocol):
         """Store one part; uploading the same part number again replaces it (idempotent retry)."""
         ...
 
-    async def complete_multipart(
-        self, path: str, upload_id: str, parts: list[tuple[int, str]]
-    ) -> ObjectInfo:
+    async def complete_multipart(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
         """Assemble (part number, etag) pairs into the object; the ETag is `md5(md5s)-N`."""
         ...
 

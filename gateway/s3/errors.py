@@ -29,7 +29,9 @@ AUTHORIZATION_HEADER_MALFORMED = ErrorSpec(
     "AuthorizationHeaderMalformed", 400, "The authorization header that you provided is not valid."
 )
 AUTHORIZATION_QUERY_PARAMETERS_ERROR = ErrorSpec(
-    "AuthorizationQueryParametersError", 400, "The query parameters that provide authentication are not valid."
+    "AuthorizationQueryParametersError",
+    400,
+    "The query parameters that provide authentication are not valid.",
 )
 BAD_DIGEST = ErrorSpec("BadDigest", 400, "The Content-MD5 you specified did not match what we received.")
 BAD_REQUEST = ErrorSpec("BadRequest", 400, "The request is not valid.")
@@ -45,7 +47,9 @@ ENTITY_TOO_SMALL = ErrorSpec(
     "EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed object size."
 )
 INCOMPLETE_BODY = ErrorSpec(
-    "IncompleteBody", 400, "You did not provide the number of bytes specified by the Content-Length HTTP header."
+    "IncompleteBody",
+    400,
+    "You did not provide the number of bytes specified by the Content-Length HTTP header.",
 )
 INTERNAL_ERROR = ErrorSpec("InternalError", 500, "We encountered an internal error. Please try again.")
 INVALID_ACCESS_KEY_ID = ErrorSpec(
@@ -61,7 +65,9 @@ INVALID_PART = ErrorSpec(
     "or the specified entity tag might not have matched the part's entity tag.",
 )
 INVALID_PART_ORDER = ErrorSpec(
-    "InvalidPartOrder", 400, "The list of parts was not in ascending order. Parts must be ordered by part number."
+    "InvalidPartOrder",
+    400,
+    "The list of parts was not in ascending order. Parts must be ordered by part number.",
 )
 INVALID_RANGE = ErrorSpec("InvalidRange", 416, "The requested range is not satisfiable")
 INVALID_REQUEST = ErrorSpec("InvalidRequest", 400, "Invalid Request")
@@ -108,9 +114,13 @@ SIGNATURE_DOES_NOT_MATCH = ErrorSpec(
 )
 SLOW_DOWN = ErrorSpec("SlowDown", 503, "Please reduce your request rate.")
 XAMZ_CONTENT_SHA256_MISMATCH = ErrorSpec(
-    "XAmzContentSHA256Mismatch", 400, "The provided 'x-amz-content-sha256' header does not match what was computed."
+    "XAmzContentSHA256Mismatch",
+    400,
+    "The provided 'x-amz-content-sha256' header does not match what was computed.",
 )
-INVALID_OBJECT_NAME = ErrorSpec("XHoardInvalidObjectName", 400, "The object name cannot be stored by this mount.")
+INVALID_OBJECT_NAME = ErrorSpec(
+    "XHoardInvalidObjectName", 400, "The object name cannot be stored by this mount."
+)
 
 
 class S3Error(Exception):
