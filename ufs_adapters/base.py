@@ -175,7 +175,7 @@ class UfsAdapter(Protocol):
         """Stream bytes [opts.start, opts.end); PreconditionFailed if `opts.if_match` differs."""
         ...
 
-    async def list(
+    async def list_objects(
         self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int
     ) -> ListPage:
         """At most `limit` entries (objects + common prefixes) with keys > start_after, in S3 order."""

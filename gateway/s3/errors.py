@@ -176,7 +176,7 @@ def from_exception(exc: BaseException, *, resource: str = "", request_id: str = 
         return exc
     if isinstance(exc, ufs.UfsError):
         for cls in type(exc).__mro__:
-            spec = _UFS_ERRORS.get(cls)  # type: ignore[call-overload]
+            spec = _UFS_ERRORS.get(cls)
             if spec is not None:
                 headers = {"Retry-After": "1"} if isinstance(exc, ufs.Unavailable) else None
                 message = f"{spec.message} ({exc.detail})" if exc.detail else spec.message
