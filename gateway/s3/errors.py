@@ -69,6 +69,7 @@ INVALID_PART_ORDER = ErrorSpec(
     400,
     "The list of parts was not in ascending order. Parts must be ordered by part number.",
 )
+INVALID_PART_NUMBER = ErrorSpec("InvalidPartNumber", 416, "The requested partnumber is not satisfiable")
 INVALID_RANGE = ErrorSpec("InvalidRange", 416, "The requested range is not satisfiable")
 INVALID_REQUEST = ErrorSpec("InvalidRequest", 400, "Invalid Request")
 INVALID_URI = ErrorSpec("InvalidURI", 400, "Couldn't parse the specified URI.")

@@ -1,0 +1,141 @@
+"""Hoard's own HTTP endpoints under /_hoard/: health, readiness, metrics and the admin REST API.
+
+Admin calls are SigV4-signed like S3 requests, by a user with `admin: true`; the body's SHA-256 must
+match the signed `x-amz-content-sha256`, so a signed request cannot be replayed with another body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.namespace import MountError
+from gateway.s3 import errors
+from gateway.s3.errors import S3Error
+from gateway.s3.sigv4 import SigV4Verifier
+from gateway.services import Services
+
+VERSION = "0.1.0"
+
+Endpoint = Callable[[Request, Services, Any], Awaitable[Response]]
+
+
+class AdminState:
+    """Filled by the app lifespan; routes read the services from here."""
+
+    services: Services | None = None
+    verifier: SigV4Verifier | None = None
+
+
+def _json_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _authorize(request: Request, state: AdminState) -> tuple[Services, Any]:
+    svc, verifier = state.services, state.verifier
+    if svc is None or verifier is None:
+        raise S3Error(errors.SERVICE_UNAVAILABLE, "Hoard is starting.")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    auth = verifier.verify(
+        request.method,
+        bytes(raw_path).decode("latin-1").split("?", 1)[0],
+        request.scope.get("query_string", b"").decode("latin-1"),
+        headers,
+        datetime.now(UTC),
+    )
+    admins = {u.access_key for u in svc.config.auth.users if u.admin}
+    if auth.access_key is None or auth.access_key not in admins:
+        raise S3Error(errors.ACCESS_DENIED, "Admin credentials are required.")
+    body = await request.body()
+    if (
+        auth.payload_hash not in ("UNSIGNED-PAYLOAD",)
+        and hashlib.sha256(body).hexdigest() != auth.payload_hash
+    ):
+        raise S3Error(errors.XAMZ_CONTENT_SHA256_MISMATCH)
+    payload = json.loads(body) if body else {}
+    if not isinstance(payload, dict):
+        raise ValueError("the request body must be a JSON object")
+    return svc, payload
+
+
+def _guarded(state: AdminState, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        try:
+            svc, payload = await _authorize(request, state)
+            return await endpoint(request, svc, payload)
+        except S3Error as exc:
+            rid = "admin"
+            return Response(errors.render(exc, rid), status_code=exc.status, media_type="application/xml")
+        except (MountError, ValueError, KeyError) as exc:
+            return _json_error(400, str(exc))
+
+    return handle
+
+
+def _mount_view(svc: Services) -> list[dict[str, Any]]:
+    return [m.public_view() for m in svc.mounts.mounts()]
+
+
+async def list_mounts(request: Request, svc: Services, payload: Any) -> Response:
+    return JSONResponse({"mounts": _mount_view(svc)})
+
+
+async def add_mount(request: Request, svc: Services, payload: Any) -> Response:
+    path, uri = payload.get("path"), payload.get("uri")
+    if not isinstance(path, str) or not isinstance(uri, str):
+        return _json_error(400, "path and uri are required strings")
+    options = payload.get("options") or {}
+    if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+        return _json_error(400, "options must be a map of strings")
+    mount = await svc.mounts.add(path, uri, options)
+    return JSONResponse({"mount": mount.public_view()}, status_code=201)
+
+
+async def remove_mount(request: Request, svc: Services, payload: Any) -> Response:
+    path = request.query_params.get("path") or payload.get("path")
+    if not path:
+        return _json_error(400, "path is required")
+    await svc.mounts.remove(path)
+    return JSONResponse({"removed": path})
+
+
+async def info(request: Request, svc: Services, payload: Any) -> Response:
+    return JSONResponse(
+        {"version": VERSION, "workers": svc.config.server.workers, "mounts": _mount_view(svc)}
+    )
+
+
+def routes(state: AdminState) -> list[Route]:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        if state.services is None:
+            return _json_error(503, "starting")
+        return JSONResponse({"status": "ready", "mounts": len(state.services.mounts.mounts())})
+
+    async def metrics(request: Request) -> Response:
+        if state.services is None:
+            return _json_error(503, "starting")
+        return Response(state.services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    mounts_get = _guarded(state, list_mounts)
+    mounts_post = _guarded(state, add_mount)
+    mounts_delete = _guarded(state, remove_mount)
+    return [
+        Route("/_hoard/health", health),
+        Route("/_hoard/ready", ready),
+        Route("/_hoard/metrics", metrics),
+        Route("/_hoard/v1/mounts", mounts_get, methods=["GET"]),
+        Route("/_hoard/v1/mounts", mounts_post, methods=["POST"]),
+        Route("/_hoard/v1/mounts", mounts_delete, methods=["DELETE"]),
+        Route("/_hoard/v1/info", _guarded(state, info), methods=["GET"]),
+    ]

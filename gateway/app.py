@@ -1,0 +1,86 @@
+"""The app factory. The lifespan builds every service in an AsyncExitStack; nothing is global.
+
+The top-level ASGI callable routes `/_hoard/...` and the lifespan to a small Starlette app and every
+other HTTP request straight to the S3 endpoint, so S3 requests pay for no router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.applications import Starlette
+
+from gateway import admin
+from gateway.config import Config, from_env
+from gateway.metrics import Metrics
+from gateway.namespace import MountTable
+from gateway.s3 import errors
+from gateway.s3.endpoint import S3Endpoint
+from gateway.s3.errors import S3Error
+from gateway.s3.sigv4 import SigV4Verifier
+from gateway.services import Services
+
+log = logging.getLogger("hoard")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_RELOAD_EVERY = 1.0
+
+
+async def _reload_mounts(mounts: MountTable) -> None:
+    """Other workers may add or remove mounts at run time; pick their changes up."""
+    while True:
+        await asyncio.sleep(_RELOAD_EVERY)
+        try:
+            await mounts.reload_if_changed()
+        except Exception:  # noqa: BLE001 - a bad reload must not stop the loop
+            log.exception("reloading mounts failed")
+
+
+class HoardApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = admin.AdminState()
+        self.s3: S3Endpoint | None = None
+        self.admin = Starlette(routes=admin.routes(self.state), lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            mounts = await MountTable.open(self.config.mounts, self.config.metastore.dir)
+            stack.push_async_callback(mounts.aclose)
+            svc = Services(self.config, mounts, Metrics())
+            self.s3 = S3Endpoint(svc)
+            self.state.verifier = SigV4Verifier(
+                {u.access_key: u.secret_key for u in self.config.auth.users}.get
+            )
+            self.state.services = svc
+            reloader = asyncio.create_task(_reload_mounts(mounts))
+            stack.callback(reloader.cancel)
+            yield
+            self.state.services = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/_hoard/"):
+            s3 = self.s3
+            if s3 is None:
+                raise S3Error(errors.SERVICE_UNAVAILABLE)
+            await s3(scope, receive, send)
+            return
+        await self.admin(scope, receive, send)
+
+
+def create_app(config: Config) -> HoardApp:
+    return HoardApp(config)
+
+
+def app_from_env() -> HoardApp:
+    """uvicorn factory: the CLI passes the resolved config in HOARD_RESOLVED_CONFIG."""
+    return create_app(from_env(os.environ))

@@ -1,0 +1,61 @@
+"""Prometheus metrics with Hoard's own registry (no global default registry).
+
+Label children are resolved once and kept in dicts, so the per-request cost is one dict lookup and
+one locked increment rather than prometheus_client's label parsing.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "hoard_s3_requests",
+            "S3 requests by operation and HTTP status.",
+            ["operation", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "hoard_s3_request_duration_seconds",
+            "Time to the end of the S3 response, by operation.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._requests: dict[tuple[str, int], MetricWrapperBase] = {}
+        self._durations: dict[str, Histogram] = {}
+
+    def observe(self, operation: str, status: int, seconds: float) -> None:
+        counter = self._requests.get((operation, status))
+        if counter is None:
+            counter = self._requests[(operation, status)] = self.requests.labels(operation, str(status))
+        counter.inc()  # type: ignore[attr-defined]
+        hist = self._durations.get(operation)
+        if hist is None:
+            hist = self._durations[operation] = self.duration.labels(operation)
+        hist.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,17 @@
+"""Everything a request handler may use, built once by the app lifespan and passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import Config
+from gateway.metrics import Metrics
+from gateway.namespace import MountTable
+
+
+@dataclass(slots=True)
+class Services:
+    config: Config
+    mounts: MountTable
+    metrics: Metrics
+    region: str = "us-east-1"
