@@ -40,7 +40,7 @@ async def _reload_mounts(mounts: MountTable) -> None:
         await asyncio.sleep(_RELOAD_EVERY)
         try:
             await mounts.reload_if_changed()
-        except Exception:  # noqa: BLE001 - a bad reload must not stop the loop
+        except Exception:  # a bad reload must not stop the loop
             log.exception("reloading mounts failed")
 
 

@@ -71,7 +71,7 @@ class S3Endpoint:
             response = await HANDLERS[op](req, self.svc)
             status = response.status
             await response.send(send, extra, method == "HEAD")
-        except Exception as exc:  # noqa: BLE001 - the one place errors become S3 responses
+        except Exception as exc:  # the one place errors become S3 responses
             err = errors.from_exception(exc, resource=resource, request_id=request_id)
             status = err.status
             if response is not None and response.started:

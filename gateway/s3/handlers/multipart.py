@@ -107,7 +107,7 @@ async def _keepalive(req: S3Request, task: asyncio.Future[ObjectInfo], location:
             if not task.done():
                 yield b" "
         info = task.result()
-    except BaseException as exc:  # noqa: BLE001 - rendered into the document, never lost
+    except BaseException as exc:  # rendered into the document, never lost
         if not task.done():
             task.cancel()
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
