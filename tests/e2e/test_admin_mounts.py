@@ -1,0 +1,94 @@
+"""Run-time mounts through the CLI and admin API: readable at once, persisted across a restart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, Gateway, hoard_command, launch, s3_client, start_gateway
+
+
+def hoard(gw: Gateway, *args: str, secret: str = SECRET_KEY) -> subprocess.CompletedProcess[str]:
+    env = {
+        **gw.env,
+        "HOARD_ENDPOINT": gw.endpoint,
+        "HOARD_ACCESS_KEY": ACCESS_KEY,
+        "HOARD_SECRET_KEY": secret,
+    }
+    return subprocess.run([*hoard_command(), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_mount_add_is_live_and_survives_restart(tmp_path: Path, moto_endpoint: str) -> None:
+    ufs = s3_client(moto_endpoint, "testing", "testing")
+    ufs.create_bucket(Bucket="runtime-mount")
+    ufs.put_object(Bucket="runtime-mount", Key="train/shard-0", Body=b"shard zero")
+    gw = start_gateway(tmp_path)
+    try:
+        out = hoard(
+            gw,
+            "mount",
+            "add",
+            "/ext",
+            "s3://runtime-mount/train",
+            "--option",
+            f"endpoint_url={moto_endpoint}",
+            "--option",
+            "s3a.accessKeyId=testing",
+            "--option",
+            "s3a.secretKey=testing",
+            "--option",
+            "alluxio.underfs.s3.region=us-east-1",
+        )
+        assert out.returncode == 0, out.stderr
+        assert gw.client().get_object(Bucket="ext", Key="shard-0")["Body"].read() == b"shard zero"
+        listed = hoard(gw, "mount", "list")
+        assert listed.returncode == 0 and "/ext" in listed.stdout and "s3://runtime-mount/train" in listed.stdout
+        assert "testing" not in listed.stdout.replace("s3a", "")  # secrets are redacted
+        gw.stop()
+        gw = launch(gw.config_path, gw.data_dir, int(gw.endpoint.rsplit(":", 1)[1]))
+        assert gw.client().get_object(Bucket="ext", Key="shard-0")["Body"].read() == b"shard zero"
+        assert hoard(gw, "mount", "remove", "/ext").returncode == 0
+        with pytest.raises(ClientError) as exc:
+            gw.client().get_object(Bucket="ext", Key="shard-0")
+        assert exc.value.response["Error"]["Code"] == "NoSuchBucket"
+    finally:
+        gw.stop()
+
+
+def test_mount_add_checks_the_ufs(tmp_path: Path, moto_endpoint: str) -> None:
+    gw = start_gateway(tmp_path)
+    try:
+        out = hoard(gw, "mount", "add", "/bad", "s3://no-such-bucket-anywhere", "--option", f"endpoint_url={moto_endpoint}",
+                    "--option", "access_key_id=testing", "--option", "secret_access_key=testing")
+        assert out.returncode != 0 and out.stderr.strip()
+        out = hoard(gw, "mount", "add", "/local", f"file://{tmp_path}/does-not-exist")
+        assert out.returncode != 0 and out.stderr.strip()
+        denied = hoard(gw, "mount", "list", secret="wrong")
+        assert denied.returncode != 0
+        assert "/bad" not in hoard(gw, "mount", "list").stdout
+    finally:
+        gw.stop()
+
+
+def test_health_ready_metrics(local_gateway: Gateway) -> None:
+    assert httpx.get(local_gateway.endpoint + "/_hoard/health").json()["status"] == "ok"
+    assert httpx.get(local_gateway.endpoint + "/_hoard/ready").status_code == 200
+    local_gateway.client().list_buckets()
+    text = httpx.get(local_gateway.endpoint + "/_hoard/metrics").text
+    assert 'hoard_s3_requests_total{operation="ListBuckets",status="200"}' in text
+    assert "hoard_s3_request_duration_seconds_bucket" in text
+
+
+def test_serve_with_bad_config_prints_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("cache:\n  size: 10XB\n")
+    out = subprocess.run([*hoard_command(), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("HOARD_")})
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cache.size" in lines[0]
