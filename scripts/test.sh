@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (into ./.venv and ./.venv-aws), then runs the linters,
-# the type checker and the whole test suite. Exits non-zero on any failure.
+# the type checker and the whole test suite. Exits non-zero on any failure. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/_venv.sh
 
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+make_venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/python -m pip check
 # The aws CLI pins its own botocore, which aiobotocore's pin does not allow: it gets its own venv.
-python3 -m venv .venv-aws
+make_venv .venv-aws
 .venv-aws/bin/python -m pip install -q --disable-pip-version-check awscli==1.46.3
 export HOARD_AWS_CLI="$PWD/.venv-aws/bin/aws"
 

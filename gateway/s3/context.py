@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from gateway.s3 import errors
+from gateway.s3.checksums import BodyVerifier
 from gateway.s3.errors import S3Error
 
 Scope = Mapping[str, Any]
@@ -33,6 +34,7 @@ class S3Request:
         "request_id",
         "resource",
         "scope",
+        "verifier",
     )
 
     def __init__(
@@ -57,6 +59,7 @@ class S3Request:
         self.resource = f"/{bucket}/{key}" if key else f"/{bucket}" if bucket else "/"
         self._body_consumed = False
         self._stream_factory: Any = None
+        self.verifier: BodyVerifier | None = None  # set once the body is read
 
     def set_body_stream(self, factory: Any) -> None:
         """The endpoint installs the decoder chain after authentication."""
@@ -83,6 +86,12 @@ class S3Request:
         self._body_consumed = True
         stream: AsyncIterator[bytes] = self._stream_factory()
         return stream
+
+    def checksum_headers(self) -> list[tuple[bytes, bytes]]:
+        """The verified x-amz-checksum-* values, echoed on PutObject/UploadPart responses."""
+        if self.verifier is None:
+            return []
+        return [(k.encode(), v.encode()) for k, v in self.verifier.checksums.items()]
 
     async def read_body(self, limit: int = MAX_XML_BODY) -> bytes:
         """The whole (small) body, for XML requests; larger than `limit` is a client error."""

@@ -21,7 +21,7 @@ _STARTED = datetime.now(UTC)
 
 async def list_buckets(req: S3Request, svc: Services) -> S3Response:
     names = set(svc.mounts.mount_buckets())
-    root = svc.mounts.resolve_bucket_root()
+    root = svc.mounts.get("/")
     if root is not None:
         start_after: str | None = None
         while True:
@@ -40,7 +40,7 @@ async def create_bucket(req: S3Request, svc: Services) -> S3Response:
     xml.parse_create_bucket(await req.read_body(), req.resource)
     if name in svc.mounts.mount_buckets():
         raise S3Error(errors.BUCKET_ALREADY_OWNED_BY_YOU, resource=req.resource, extra={"BucketName": name})
-    root = svc.mounts.resolve_bucket_root()
+    root = svc.mounts.get("/")
     if root is None:
         raise S3Error(
             errors.ACCESS_DENIED, "There is no root mount to create buckets in.", resource=req.resource

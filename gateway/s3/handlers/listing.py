@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from gateway.s3 import errors, xml
@@ -47,7 +47,7 @@ def _ufs_start(src: _Source, start_after: str | None) -> tuple[bool, str | None]
 
 async def _entries(
     src: _Source, prefix: str, delimiter: str | None, start_after: str | None, shadow: tuple[str, ...]
-) -> AsyncIterator[Entry]:
+) -> AsyncGenerator[Entry]:
     """One source's entries under `prefix` (key space), in order, paged from the UFS."""
     skip, ufs_after = _ufs_start(src, start_after)
     if skip:
@@ -70,13 +70,13 @@ async def _entries(
         ufs_after = page.next_start_after
 
 
-async def _fixed(prefix: str) -> AsyncIterator[Entry]:
+async def _fixed(prefix: str) -> AsyncGenerator[Entry]:
     yield prefix, None
 
 
 async def merged(
     svc: Services, req: S3Request, prefix: str, delimiter: str | None, start_after: str | None
-) -> AsyncIterator[Entry]:
+) -> AsyncGenerator[Entry]:
     """All entries of the bucket under `prefix` after `start_after`, merged across mounts."""
     mount, ufs_dir = await bucket_target(req, svc)
     children = [
@@ -118,10 +118,10 @@ async def merged(
                 last_prefix = key
             yield key, info
     finally:
-        await merge.aclose()  # type: ignore[attr-defined]
+        await merge.aclose()
 
 
-async def _merge(streams: list[AsyncIterator[Entry]]) -> AsyncIterator[Entry]:
+async def _merge(streams: list[AsyncGenerator[Entry]]) -> AsyncGenerator[Entry]:
     """k-way merge of sorted streams; every stream is closed when the merge is."""
     try:
         heap: list[tuple[str, int, ObjectInfo | None]] = []
@@ -140,7 +140,7 @@ async def _merge(streams: list[AsyncIterator[Entry]]) -> AsyncIterator[Entry]:
                 heapq.heapreplace(heap, (entry[0], i, entry[1]))
     finally:
         for stream in streams:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
 
 async def collect(

@@ -1,0 +1,49 @@
+"""The request body as handlers read it: ASGI receive → aws-chunked decoding → verification.
+
+Verification (payload SHA-256, Content-MD5, x-amz-checksum-* headers or trailers, length) runs when
+the stream is exhausted, before the consumer's `async for` ends: a writer that commits only after a
+clean end of the stream therefore never commits a body that did not match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from gateway.s3 import errors
+from gateway.s3.checksums import BodyVerifier
+from gateway.s3.chunked import decode, decoder_for
+from gateway.s3.context import Receive, S3Request
+from gateway.s3.errors import S3Error
+from gateway.s3.sigv4 import AuthResult
+
+
+def body_stream(req: S3Request, auth: AuthResult) -> Callable[[], AsyncIterator[bytes]]:
+    return lambda: _verified(req, auth)
+
+
+async def _received(receive: Receive, resource: str) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise S3Error(
+                errors.INCOMPLETE_BODY,
+                "The client disconnected before the body was complete.",
+                resource=resource,
+            )
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+async def _verified(req: S3Request, auth: AuthResult) -> AsyncIterator[bytes]:
+    decoder = decoder_for(auth, req.headers)
+    verifier = BodyVerifier(req.headers, auth.payload_hash, md5=False)
+    req.verifier = verifier
+    raw = _received(req.receive, req.resource)
+    source = decode(raw, decoder) if decoder is not None else raw
+    async for chunk in source:
+        verifier.update(chunk)
+        yield chunk
+    verifier.verify(decoder.trailers if decoder is not None else None)
