@@ -17,8 +17,12 @@ from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import AuthResult
 
 
-def body_stream(req: S3Request, auth: AuthResult) -> Callable[[], AsyncIterator[bytes]]:
-    return lambda: _verified(req, auth)
+def body_stream(
+    req: S3Request, auth: AuthResult, *, object_checksum: bool = True
+) -> Callable[[], AsyncIterator[bytes]]:
+    """`object_checksum=False` for CompleteMultipartUpload, whose x-amz-checksum-* headers describe
+    the assembled object, not its XML body."""
+    return lambda: _verified(req, auth, object_checksum)
 
 
 async def _received(receive: Receive, resource: str) -> AsyncIterator[bytes]:
@@ -37,9 +41,9 @@ async def _received(receive: Receive, resource: str) -> AsyncIterator[bytes]:
             return
 
 
-async def _verified(req: S3Request, auth: AuthResult) -> AsyncIterator[bytes]:
+async def _verified(req: S3Request, auth: AuthResult, object_checksum: bool) -> AsyncIterator[bytes]:
     decoder = decoder_for(auth, req.headers)
-    verifier = BodyVerifier(req.headers, auth.payload_hash, md5=False)
+    verifier = BodyVerifier(req.headers, auth.payload_hash, object_checksum=object_checksum, md5=False)
     req.verifier = verifier
     raw = _received(req.receive, req.resource)
     source = decode(raw, decoder) if decoder is not None else raw

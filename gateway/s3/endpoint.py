@@ -22,7 +22,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import HANDLERS
 from gateway.s3.operations import Op, resolve
 from gateway.s3.responses import XML, Headers, S3Response, Send
-from gateway.s3.sigv4 import SigV4Verifier
+from gateway.s3.sigv4 import SigV4Verifier, header_dict
 from gateway.services import Services
 
 log = logging.getLogger("hoard.s3")
@@ -67,7 +67,9 @@ class S3Endpoint:
                 raise S3Error(errors.ACCESS_DENIED, resource=resource)
             op = resolve(method, req.bucket, req.key, req.query, req.headers)
             op_name = op.value
-            req.set_body_stream(body_stream(req, auth))
+            req.set_body_stream(
+                body_stream(req, auth, object_checksum=op is not Op.COMPLETE_MULTIPART_UPLOAD)
+            )
             response = await HANDLERS[op](req, self.svc)
             status = response.status
             await response.send(send, extra, method == "HEAD")
@@ -84,11 +86,7 @@ class S3Endpoint:
             self.svc.metrics.observe(op_name, status, time.perf_counter() - started)
 
     def _parse(self, scope: Mapping[str, Any], receive: Any, request_id: str) -> S3Request:
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]},{text}" if key in headers else text
+        headers = header_dict(scope["headers"])
         try:
             path = unquote(_raw_path(scope), errors="strict")
         except UnicodeDecodeError:

@@ -122,6 +122,15 @@ XAMZ_CONTENT_SHA256_MISMATCH = ErrorSpec(
 INVALID_OBJECT_NAME = ErrorSpec(
     "XHoardInvalidObjectName", 400, "The object name cannot be stored by this mount."
 )
+# aws-chunked bodies (gateway/s3/chunked.py, checksums.py)
+INVALID_CHUNK_SIZE = ErrorSpec(
+    "InvalidChunkSizeError", 403, "Only the last chunk is allowed to have a size less than 8192 bytes"
+)
+MALFORMED_TRAILER = ErrorSpec(
+    "MalformedTrailerError",
+    400,
+    "The request contained trailing data that was not well-formed or did not conform to our published schema.",
+)
 
 
 class S3Error(Exception):
