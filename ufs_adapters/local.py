@@ -1,0 +1,1138 @@
+"""A directory (local disk or NAS mount) as a UFS, scheme `file`.
+
+Keys map to paths below the root; every blocking call runs in a worker thread. Invariants:
+
+- A key never leaves the root: `..`, `.`, empty segments, absolute keys, NUL and names starting
+  with `.hoard-` are refused, and so is any path whose realpath (symlinks resolved) is outside.
+- Writes are atomic: a temp file `.hoard-tmp-*` in the destination directory is written, fsynced,
+  given its metadata and renamed over the key, then the directory is fsynced. A failed or cancelled
+  write removes its temp file; readers see the old object or the new one.
+- ETag, content type, user metadata, and the size and mtime_ns at write time live in one JSON
+  user xattr (`user.hoard.meta`). When the xattr is missing, unsupported, or stale (the file was
+  changed behind our back), the ETag is md5(f"{size}-{mtime_ns}-{inode}"): stable, no content read.
+- Listing is in S3 order (UTF-8 byte order of keys): each directory is sorted by `name/` for
+  folders and `name` for files, walked lazily, and subtrees at or below `start_after` are skipped.
+
+Limits of the layout (a file system is a tree, S3 is flat):
+- A key `a` and a key `a/b` cannot coexist; writing one while the other exists raises InvalidPath.
+- A key ending in `/` (folder marker) is stored as the directory plus a hidden `.hoard-dirobj`
+  file holding its body and metadata, so `dir/` and `dir/x` coexist.
+- Deleting an object prunes the directories it leaves empty, except top-level ones (buckets under
+  a root mount); folders with no objects are never listed as common prefixes.
+- Multipart uploads are staged under `<root>/.hoard-uploads/<upload id>/` (shared by every gateway
+  that mounts the same directory); a custom `staging_dir` inside the root must itself be hidden
+  (start with `.hoard-`). list_uploads reads every staged upload's record.
+- Keys that differ only in case collide on a case-insensitive file system (SMB shares, macOS).
+- Without user xattrs (some NAS), content type and user metadata are not kept and every ETag is the
+  fallback one. Metadata larger than the file system's xattr limit is refused (InvalidPath).
+- Files whose names are not valid UTF-8, special files and symlinks leading out of the root are
+  not objects: never listed, never served.
+- Directory listings with 1024+ entries are cached by (inode, mtime_ns) and dropped on our own
+  changes; a change made behind our back within one file-system timestamp tick of a cached scan
+  can stay unseen until the directory changes again.
+- remove_dir checks for objects, then removes the folder; an object written into it meanwhile
+  stops the removal (NotEmpty) but hidden temp files of in-flight writes are removed with it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import stat as st_mode
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import anyio.to_thread
+
+from ._util import (
+    CHUNK_SIZE,
+    check_options,
+    check_part_list,
+    check_part_number,
+    composite_etag,
+    unquote_etag,
+)
+from .base import (
+    MIN_PART_SIZE,
+    AlreadyExists,
+    BadDigest,
+    EntityTooSmall,
+    InvalidPart,
+    InvalidPath,
+    ListPage,
+    NoSuchUpload,
+    NotEmpty,
+    NotFound,
+    ObjectInfo,
+    PartInfo,
+    PartsPage,
+    PermissionDenied,
+    PreconditionFailed,
+    ReadOptions,
+    UfsError,
+    Unavailable,
+    UploadInfo,
+    UploadsPage,
+    WriteMeta,
+)
+
+T = TypeVar("T")
+
+HIDDEN_PREFIX = ".hoard-"  # reserved: never a key segment, never listed
+TMP_PREFIX = ".hoard-tmp-"
+DIR_OBJECT = ".hoard-dirobj"  # body and metadata of the folder-marker key `dir/`
+UPLOADS_DIR = ".hoard-uploads"
+UPLOAD_RECORD = "upload.json"
+META_XATTR = "user.hoard.meta"
+OPTIONS = ("staging_dir",)
+
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_PART_FILE = re.compile(r"part-(\d{5})")
+_ENOATTR = getattr(errno, "ENOATTR", errno.ENODATA)
+_NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
+
+# OSError -> UfsError, by errno; anything else becomes a plain UfsError (an internal error above).
+_ERRNO_ERRORS: Mapping[int, type[UfsError]] = {
+    errno.ENOENT: NotFound,
+    errno.ENOTDIR: NotFound,  # a path through a file: that object does not exist
+    errno.EACCES: PermissionDenied,
+    errno.EPERM: PermissionDenied,
+    errno.EROFS: PermissionDenied,
+    errno.ENAMETOOLONG: InvalidPath,
+    errno.ELOOP: InvalidPath,
+    errno.EISDIR: InvalidPath,
+    errno.EINVAL: InvalidPath,
+    errno.EEXIST: AlreadyExists,
+    errno.ENOTEMPTY: NotEmpty,
+    errno.ENOSPC: Unavailable,
+    errno.EDQUOT: Unavailable,
+    errno.EIO: Unavailable,
+    errno.ESTALE: Unavailable,
+    errno.ETIMEDOUT: Unavailable,
+    errno.EBUSY: Unavailable,
+    errno.EAGAIN: Unavailable,
+    errno.EMFILE: Unavailable,
+    errno.ENFILE: Unavailable,
+}
+
+
+def _os_error(path: str, exc: OSError) -> UfsError:
+    cls = _ERRNO_ERRORS.get(exc.errno or 0, UfsError)
+    return cls(path, exc.strerror or str(exc))
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """A checked key: its segments, and whether it is a folder marker (`dir/`)."""
+
+    key: str
+    segments: tuple[str, ...]
+    marker: bool
+
+    @property
+    def dir_segments(self) -> tuple[str, ...]:
+        """Segments of the directory that holds the object's file."""
+        return self.segments if self.marker else self.segments[:-1]
+
+
+def _check_segment(key: str, segment: str) -> None:
+    if segment in ("", ".", ".."):
+        raise InvalidPath(key, f"segment {segment!r} is not allowed in a key on a file system mount")
+    if segment.startswith(HIDDEN_PREFIX):
+        raise InvalidPath(key, f"names starting with {HIDDEN_PREFIX!r} are reserved by Hoard")
+
+
+def _parse_key(key: str) -> _Key:
+    if not key:
+        raise InvalidPath(key, "empty key")
+    if "\x00" in key:
+        raise InvalidPath(key, "NUL in key")
+    if key.startswith("/"):
+        raise InvalidPath(key, "absolute key")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(key, "key is not valid UTF-8") from None
+    marker = key.endswith("/")
+    segments = tuple((key[:-1] if marker else key).split("/"))
+    for segment in segments:
+        _check_segment(key, segment)
+    return _Key(key, segments, marker)
+
+
+def _parse_dir(path: str) -> _Key:
+    """A directory path (`bucket` or `a/b`, one trailing slash allowed) as a marker-shaped key."""
+    return _parse_key(path if path.endswith("/") else path + "/")
+
+
+def _mtime(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)
+
+
+def _fallback_etag(st: os.stat_result) -> str:
+    return hashlib.md5(f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}".encode()).hexdigest()
+
+
+def _write_all(fd: int, digest: Any, data: bytes | bytearray | memoryview) -> None:
+    digest.update(data)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy_fd(src: int, dst: int, size: int) -> None:
+    """Copy `size` bytes from src's offset 0 to dst's position; in-kernel where the OS can."""
+    offset = 0
+    try:
+        while offset < size:
+            n = os.copy_file_range(src, dst, size - offset, offset)
+            if n == 0:
+                break
+            offset += n
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+    while offset < size:  # no copy_file_range here: plain read/write from where it stopped
+        data = os.pread(src, min(CHUNK_SIZE, size - offset), offset)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst, view) :]
+        offset += len(data)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some NAS file systems cannot fsync a directory
+        if exc.errno not in (errno.EINVAL, errno.EBADF, *_NO_XATTRS):
+            raise
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class _Temp:
+    """An open temp file that becomes `dest` on commit; `discard()` is safe to call repeatedly."""
+
+    fd: int
+    path: str
+    dest: str
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def discard(self) -> None:
+        try:
+            self.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def _open_temp(directory: str, dest: str) -> _Temp:
+    while True:
+        path = os.path.join(directory, TMP_PREFIX + secrets.token_hex(8))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        return _Temp(fd, path, dest)
+
+
+# --- directory listings -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    sort_key: str  # `name/` for a directory, `name` for a file: S3 order of the keys below
+    name: str
+    is_dir: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    ident: tuple[int, int]  # (st_dev, st_ino): detects symlink cycles
+    entries: list[_Entry]  # sorted by sort_key (code point order is UTF-8 byte order)
+    has_marker: bool
+
+
+class _ListingCache:
+    """Sorted listings of big directories, so paging through one costs one sort, not one per page.
+
+    Entries are keyed by (path, inode, mtime_ns) and dropped on our own changes to a directory.
+    """
+
+    min_entries = 1024
+    capacity = 16
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[int, int, _Listing]] = OrderedDict()
+
+    def get(self, path: str, st: os.stat_result) -> _Listing | None:
+        with self._lock:
+            item = self._items.get(path)
+            if item is None or item[:2] != (st.st_ino, st.st_mtime_ns):
+                return None
+            self._items.move_to_end(path)
+            return item[2]
+
+    def put(self, path: str, st: os.stat_result, listing: _Listing) -> None:
+        if len(listing.entries) < self.min_entries:
+            return
+        with self._lock:
+            self._items[path] = (st.st_ino, st.st_mtime_ns, listing)
+            self._items.move_to_end(path)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def discard(self, path: str) -> None:
+        with self._lock:
+            self._items.pop(path, None)
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+class LocalAdapter:
+    """A directory as a UFS. See the module docstring for the layout and its limits."""
+
+    scheme = "file"
+
+    def __init__(self, root: str | os.PathLike[str], *, staging_dir: Path | None = None) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self._real_root = os.path.realpath(self.root)
+        self._staging = os.path.abspath(staging_dir) if staging_dir else os.path.join(self.root, UPLOADS_DIR)
+        self._listings = _ListingCache()
+
+    @classmethod
+    async def open(
+        cls, uri: str, options: Mapping[str, str], *, state_dir: Path | None = None
+    ) -> LocalAdapter:
+        """`file:///srv/data`, `/srv/data` or `./data`. `state_dir` is unused: staging stays in the
+        root so that every gateway mounting the same NAS sees the same uploads."""
+        opts = check_options("file", options, OPTIONS)
+        parts = urlsplit(uri)
+        if parts.scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise ValueError(f"file URI {uri!r} names host {parts.netloc!r}; only local paths work")
+            path = unquote(parts.path)
+        elif parts.scheme == "":
+            path = os.path.expanduser(uri)
+        else:
+            raise ValueError(f"not a file URI: {uri!r}")
+        if not path:
+            raise ValueError(f"file URI {uri!r} has no path")
+        staging = opts.get("staging_dir")
+        return cls(path, staging_dir=Path(staging) if staging else None)
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"LocalAdapter({self.root!r})"
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _run(self, path: str, fn: Callable[[], T]) -> T:
+        """Run blocking file work in a thread; OSErrors become UfsErrors naming `path`."""
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except OSError as exc:
+            raise _os_error(path, exc) from exc
+
+    def _inside(self, real: str) -> bool:
+        return real == self._real_root or real.startswith(self._real_root + os.sep)
+
+    def _fs_path(self, key: str, segments: tuple[str, ...], *tail: str) -> str:
+        path = os.path.join(self.root, *segments, *tail)
+        if not self._inside(os.path.realpath(path)):
+            raise InvalidPath(key, "the path resolves outside the mount root (symlink)")
+        return path
+
+    def _object_path(self, k: _Key) -> str:
+        return self._fs_path(k.key, k.segments, DIR_OBJECT) if k.marker else self._fs_path(k.key, k.segments)
+
+    # --- metadata -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _read_meta(target: int | str, st: os.stat_result) -> dict[str, Any] | None:
+        """The stored record if it still describes this file (same size and mtime_ns)."""
+        try:
+            raw = os.getxattr(target, META_XATTR)
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, _ENOATTR, *_NO_XATTRS):
+                return None
+            raise
+        try:
+            record = json.loads(raw)
+            if record["size"] != st.st_size or record["mtime_ns"] != st.st_mtime_ns:
+                return None
+            if not isinstance(record["etag"], str) or not isinstance(record.get("metadata", {}), dict):
+                return None
+        except (ValueError, KeyError, TypeError):
+            return None
+        return dict(record)
+
+    @staticmethod
+    def _write_meta(key: str, fd: int, st: os.stat_result, record: dict[str, Any]) -> None:
+        record = {**record, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        try:
+            os.setxattr(fd, META_XATTR, json.dumps(record, separators=(",", ":")).encode())
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                return  # no xattrs on this file system: the stable fallback ETag applies
+            if exc.errno in (errno.E2BIG, errno.ERANGE, errno.ENOSPC):
+                raise InvalidPath(key, "metadata too large for this file system's xattrs") from exc
+            raise
+
+    @classmethod
+    def _info(cls, key: str, target: int | str, st: os.stat_result) -> tuple[ObjectInfo, bool]:
+        """(info, whether the ETag is the stored content hash rather than the fallback)."""
+        record = cls._read_meta(target, st)
+        if record is None:
+            return ObjectInfo(key, st.st_size, _fallback_etag(st), _mtime(st.st_mtime_ns)), False
+        parts = record.get("parts")
+        info = ObjectInfo(
+            path=key,
+            size=st.st_size,
+            etag=record["etag"],
+            last_modified=_mtime(st.st_mtime_ns),
+            content_type=record.get("content_type"),
+            metadata={str(k): str(v) for k, v in record.get("metadata", {}).items()},
+            parts_count=parts if isinstance(parts, int) else None,
+        )
+        return info, True
+
+    def _open_object(self, k: _Key) -> tuple[int, ObjectInfo, bool]:
+        # O_NONBLOCK: a FIFO planted under the root must not hang a worker thread.
+        fd = os.open(self._object_path(k), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not st_mode.S_ISREG(st.st_mode):
+                raise NotFound(k.key, "a folder, not an object")
+            info, stored = self._info(k.key, fd, st)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, info, stored
+
+    def _stat_sync(self, k: _Key) -> ObjectInfo:
+        fd, info, _ = self._open_object(k)
+        os.close(fd)
+        return info
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _check_ancestors(self, k: _Key, *, create: bool) -> None:
+        """Every folder on the way must be a directory, never an object file (`a` vs `a/b`)."""
+        current = self.root
+        for depth, segment in enumerate(k.dir_segments, 1):
+            current = os.path.join(current, segment)
+            if create:
+                try:
+                    os.mkdir(current)
+                    self._listings.discard(os.path.dirname(current))
+                    continue
+                except FileExistsError:
+                    pass
+            if os.path.exists(current) and not os.path.isdir(current):
+                blocker = "/".join(k.dir_segments[:depth])
+                raise InvalidPath(
+                    k.key,
+                    f"key {blocker!r} is an object, so it cannot also be a folder of {k.key!r}: "
+                    "a file system mount cannot hold a key and a key below it",
+                )
+            if not create and not os.path.exists(current):
+                return
+
+    def _clear_destination(self, k: _Key, dest: str) -> None:
+        """A key `a` may replace a directory `a` only if no file at all is left in it."""
+        if k.marker or not os.path.isdir(dest):
+            return
+        if self._remove_empty_tree(dest):
+            self._listings.discard(os.path.dirname(dest))
+        else:
+            raise InvalidPath(
+                k.key,
+                f"{k.key + '/'!r} holds other keys, so {k.key!r} cannot be an object too: "
+                "a file system mount cannot hold a key and a key below it",
+            )
+
+    def _remove_empty_tree(self, path: str) -> bool:
+        with os.scandir(path) as it:
+            entries = list(it)
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False) or not self._remove_empty_tree(entry.path):
+                return False
+        try:
+            os.rmdir(path)
+        except OSError:
+            return False
+        return True
+
+    def _prepare_write(self, k: _Key) -> _Temp:
+        dest = self._object_path(k)
+        directory = os.path.dirname(dest)
+        for attempt in range(3):
+            self._check_ancestors(k, create=True)
+            self._clear_destination(k, dest)
+            try:
+                return _open_temp(directory, dest)
+            except FileNotFoundError:
+                if attempt == 2:  # a concurrent delete keeps pruning the directory we made
+                    raise
+        raise AssertionError("unreachable")
+
+    def _commit(
+        self,
+        key: str,
+        temp: _Temp,
+        etag: str,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+        parts: int | None,
+        expected_size: int | None,
+    ) -> ObjectInfo:
+        """fsync, store metadata, rename over the key, fsync the directory. Ordered for crashes:
+        the key only ever names a complete file that already carries its metadata."""
+        os.fsync(temp.fd)
+        st = os.fstat(temp.fd)
+        if expected_size is not None and st.st_size != expected_size:
+            raise BadDigest(key, f"expected {expected_size} bytes, received {st.st_size}")
+        record = {"etag": etag, "content_type": content_type, "metadata": dict(metadata), "parts": parts}
+        self._write_meta(key, temp.fd, st, record)
+        info, _ = self._info(key, temp.fd, st)  # read back: write, HEAD, GET and LIST agree
+        temp.close()
+        os.replace(temp.path, temp.dest)
+        directory = os.path.dirname(temp.dest)
+        _fsync_dir(directory)
+        self._listings.discard(directory)
+        return info
+
+    async def _pump(self, path: str, body: AsyncIterable[bytes], fd: int, digest: Any) -> None:
+        """Copy the body into fd in ~CHUNK_SIZE batches, each written from a worker thread."""
+        buf = bytearray()
+        async for chunk in body:
+            buf += chunk
+            if len(buf) >= CHUNK_SIZE:
+                await self._run(path, partial(_write_all, fd, digest, buf))
+                buf = bytearray()
+        if buf:
+            await self._run(path, partial(_write_all, fd, digest, buf))
+
+    async def write(
+        self, path: str, body: AsyncIterable[bytes], *, size: int | None, meta: WriteMeta
+    ) -> ObjectInfo:
+        k = _parse_key(path)
+        temp = await self._run(path, partial(self._prepare_write, k))
+        try:
+            digest = hashlib.md5()
+            await self._pump(path, body, temp.fd, digest)
+            commit = partial(
+                self._commit, path, temp, digest.hexdigest(), meta.content_type, meta.metadata, None, size
+            )
+            return await self._run(path, commit)
+        except BaseException:
+            # Synchronous on purpose: this also runs on cancellation, where awaiting is unreliable.
+            temp.discard()
+            raise
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def stat(self, path: str) -> ObjectInfo:
+        k = _parse_key(path)
+        return await self._run(path, partial(self._stat_sync, k))
+
+    async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
+        k = _parse_key(path)
+        fd, info, _ = await self._run(path, partial(self._open_object, k))
+        try:
+            if opts.if_match is not None and unquote_etag(opts.if_match) != info.etag:
+                raise PreconditionFailed(path, f"ETag is {info.etag!r}, not {opts.if_match!r}")
+            pos = max(opts.start, 0)
+            end = info.size if opts.end is None else min(opts.end, info.size)
+            while pos < end:
+                data = await self._run(path, partial(os.pread, fd, min(CHUNK_SIZE, end - pos), pos))
+                if not data:
+                    return  # truncated behind our back
+                pos += len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    # --- listing ------------------------------------------------------------------------------
+
+    def _scan(self, path: str) -> _Listing:
+        st = os.stat(path)
+        cached = self._listings.get(path, st)
+        if cached is not None:
+            return cached
+        entries: list[_Entry] = []
+        has_marker = False
+        with os.scandir(path) as it:
+            for entry in it:
+                name = entry.name
+                try:
+                    if name.startswith(HIDDEN_PREFIX):
+                        has_marker = has_marker or (name == DIR_OBJECT and entry.is_file())
+                        continue
+                    name.encode("utf-8")
+                    if entry.is_symlink() and not self._inside(os.path.realpath(entry.path)):
+                        continue
+                    if entry.is_dir():
+                        entries.append(_Entry(name + "/", name, True))
+                    elif entry.is_file():
+                        entries.append(_Entry(name, name, False))
+                except (OSError, UnicodeEncodeError):
+                    continue  # vanished, unreadable, or a name no S3 key can spell
+        entries.sort(key=lambda e: e.sort_key)
+        listing = _Listing((st.st_dev, st.st_ino), entries, has_marker)
+        self._listings.put(path, st, listing)
+        return listing
+
+    def _holds_objects(self, path: str, seen: frozenset[tuple[int, int]] = frozenset()) -> bool:
+        """Whether any object lies below the directory (depth first, stops at the first one)."""
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in seen:
+                return False
+            seen = seen | {(st.st_dev, st.st_ino)}
+            subdirs = []
+            with os.scandir(path) as it:
+                for entry in it:
+                    if entry.name.startswith(HIDDEN_PREFIX):
+                        if entry.name == DIR_OBJECT and entry.is_file():
+                            return True
+                        continue
+                    if entry.is_symlink() and not self._inside(os.path.realpath(entry.path)):
+                        continue
+                    if entry.is_file():
+                        return True
+                    if entry.is_dir():
+                        subdirs.append(entry.path)
+        except OSError:
+            return False
+        return any(self._holds_objects(sub, seen) for sub in subdirs)
+
+    def _walk(
+        self,
+        rel: str,
+        path: str,
+        prefix: str,
+        after: str,
+        rollup: bool,
+        seen: frozenset[tuple[int, int]],
+    ) -> Iterator[tuple[str, str | None]]:
+        """Keys > after starting with prefix below directory `rel` (a key prefix, "" or "x/"), in
+        S3 order: (key, file path) for objects, (folder key, None) for folders rolled up at `/`."""
+        if after > rel and not after.startswith(rel):
+            return  # every key here starts with rel, so all sort before start_after
+        try:
+            listing = self._scan(path)
+        except OSError:
+            return
+        if listing.ident in seen:
+            return  # a symlink cycle
+        seen = seen | {listing.ident}
+        if rel and listing.has_marker and rel.startswith(prefix) and rel > after:
+            yield rel, os.path.join(path, DIR_OBJECT)
+        entries = listing.entries
+        # Skip straight to the first entry that can matter; a folder whose `name/` is a prefix of
+        # a bound sorts before it but may hold keys beyond it, so step back onto it.
+        prefix_rel = prefix[len(rel) :] if prefix.startswith(rel) else ""
+        after_rel = after[len(rel) :] if after.startswith(rel) else ""
+        lo = max(
+            bisect.bisect_left(entries, prefix_rel, key=lambda e: e.sort_key),
+            bisect.bisect_right(entries, after_rel, key=lambda e: e.sort_key) if after_rel else 0,
+        )
+        if lo > 0:
+            before = entries[lo - 1]
+            if before.is_dir and (
+                prefix_rel.startswith(before.sort_key) or after_rel.startswith(before.sort_key)
+            ):
+                lo -= 1
+        for index in range(lo, len(entries)):
+            entry = entries[index]
+            key = rel + entry.sort_key
+            if not (key.startswith(prefix) or prefix.startswith(key)):
+                if key > prefix:
+                    return  # sorted: nothing further can start with prefix
+                continue
+            if not entry.is_dir:
+                if key > after and key.startswith(prefix):
+                    yield key, os.path.join(path, entry.name)
+                continue
+            if key <= after and not after.startswith(key):
+                continue  # the whole subtree sorts at or before start_after
+            child = os.path.join(path, entry.name)
+            if rollup and len(key) > len(prefix):
+                if key > after and self._holds_objects(child):
+                    yield key, None
+                continue
+            yield from self._walk(key, child, prefix, after, rollup, seen)
+
+    @staticmethod
+    def _rollup(
+        walk: Iterator[tuple[str, str | None]], prefix: str, delimiter: str, after: str
+    ) -> Iterator[tuple[str, str | None]]:
+        """Common prefixes for a delimiter other than `/`, over a full recursive walk."""
+        last: str | None = None
+        for key, path in walk:
+            cut = key.find(delimiter, len(prefix))
+            if cut < 0:
+                yield key, path
+                continue
+            common = key[: cut + len(delimiter)]
+            if common != last and common > after:
+                last = common
+                yield common, None
+
+    def _list_sync(self, prefix: str, delimiter: str | None, start_after: str | None, limit: int) -> ListPage:
+        base_rel = prefix[: prefix.rfind("/") + 1]
+        try:
+            base_key = _parse_dir(base_rel) if base_rel else None
+        except InvalidPath:
+            return ListPage([], [], None)  # no valid key can start with this prefix
+        base = self._fs_path(prefix, base_key.segments) if base_key else self.root
+        if limit <= 0 or not os.path.isdir(base):
+            return ListPage([], [], None)
+        after = start_after or ""
+        rollup = delimiter == "/"
+        walk = self._walk(base_rel, base, prefix, after, rollup, frozenset())
+        if delimiter and not rollup:
+            walk = self._rollup(walk, prefix, delimiter, after)
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        last: str | None = None
+        for key, file in walk:
+            if len(objects) + len(prefixes) == limit:
+                return ListPage(objects, prefixes, last)
+            if file is None:
+                prefixes.append(key)
+            else:
+                try:
+                    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError:
+                    continue  # deleted since the directory was read
+                try:
+                    st = os.fstat(fd)
+                    if not st_mode.S_ISREG(st.st_mode):
+                        continue
+                    objects.append(self._info(key, fd, st)[0])
+                finally:
+                    os.close(fd)
+            last = key
+        return ListPage(objects, prefixes, None)
+
+    async def list_objects(
+        self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int
+    ) -> ListPage:
+        return await self._run(
+            prefix, partial(self._list_sync, prefix, delimiter or None, start_after, limit)
+        )
+
+    # --- copy and delete ----------------------------------------------------------------------
+
+    def _copy_sync(self, src: _Key, dst: _Key, meta: WriteMeta | None) -> ObjectInfo:
+        fd, info, stored = self._open_object(src)
+        try:
+            temp = self._prepare_write(dst)
+            try:
+                if stored:  # the stored content hash stays true for a byte-for-byte copy
+                    _copy_fd(fd, temp.fd, info.size)
+                    etag, parts = info.etag, info.parts_count
+                else:
+                    digest = hashlib.md5()
+                    offset = 0
+                    while data := os.pread(fd, CHUNK_SIZE, offset):
+                        _write_all(temp.fd, digest, data)
+                        offset += len(data)
+                    etag, parts = digest.hexdigest(), None
+                content_type, metadata = (
+                    (info.content_type, info.metadata) if meta is None else (meta.content_type, meta.metadata)
+                )
+                return self._commit(dst.key, temp, etag, content_type, metadata, parts, None)
+            except BaseException:
+                temp.discard()
+                raise
+        finally:
+            os.close(fd)
+
+    async def copy(self, src: str, dst: str, *, meta: WriteMeta | None) -> ObjectInfo:
+        src_key, dst_key = _parse_key(src), _parse_key(dst)
+        return await self._run(src, partial(self._copy_sync, src_key, dst_key, meta))
+
+    def _prune(self, segments: tuple[str, ...]) -> None:
+        """Remove directories left empty, deepest first; never the root or a top-level folder."""
+        segs = list(segments)
+        while len(segs) >= 2:
+            path = os.path.join(self.root, *segs)
+            try:
+                os.rmdir(path)
+            except OSError:
+                return
+            self._listings.discard(os.path.dirname(path))
+            segs.pop()
+
+    def _delete_sync(self, k: _Key) -> None:
+        path = self._object_path(k)
+        try:
+            if st_mode.S_ISDIR(os.lstat(path).st_mode):
+                return  # a folder is not an object
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        self._listings.discard(os.path.dirname(path))
+        self._prune(k.dir_segments)
+
+    async def delete(self, path: str) -> None:
+        k = _parse_key(path)
+        await self._run(path, partial(self._delete_sync, k))
+
+    # --- directories (buckets under a root mount) ---------------------------------------------
+
+    def _make_dir_sync(self, k: _Key) -> None:
+        path = self._fs_path(k.key, k.segments)
+        self._check_ancestors(k, create=False)
+        try:
+            os.makedirs(path)
+        except FileExistsError:
+            if os.path.isdir(path):
+                raise AlreadyExists(k.key.rstrip("/"), "the folder exists") from None
+            raise InvalidPath(k.key.rstrip("/"), "an object has this name") from None
+        self._listings.discard(os.path.dirname(path))
+
+    async def make_dir(self, path: str) -> None:
+        k = _parse_dir(path)
+        await self._run(path, partial(self._make_dir_sync, k))
+
+    def _remove_tree(self, name: str, path: str) -> None:
+        """Remove a folder holding no objects: hidden files (temp files) go, an object that
+        appeared meanwhile stops the removal with NotEmpty."""
+        with os.scandir(path) as it:
+            entries = list(it)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                self._remove_tree(name, entry.path)
+            elif entry.is_file(follow_symlinks=False) and (
+                not entry.name.startswith(HIDDEN_PREFIX) or entry.name == DIR_OBJECT
+            ):
+                raise NotEmpty(name, f"object {entry.name!r} appeared while removing the folder")
+            else:
+                os.unlink(entry.path)  # temp files, symlinks that are no objects, sockets...
+        os.rmdir(path)
+
+    def _remove_dir_sync(self, k: _Key) -> None:
+        name = k.key.rstrip("/")
+        path = self._fs_path(name, k.segments)
+        if not os.path.isdir(path):
+            raise NotFound(name, "no such folder")
+        if self._holds_objects(path):
+            raise NotEmpty(name, "the folder holds objects")
+        for upload_id, record in self._uploads():
+            if record["path"].startswith(k.key):
+                shutil.rmtree(os.path.join(self._staging, upload_id), ignore_errors=True)
+        self._remove_tree(name, path)
+        self._listings.discard(os.path.dirname(path))
+
+    async def remove_dir(self, path: str) -> None:
+        k = _parse_dir(path)
+        await self._run(path, partial(self._remove_dir_sync, k))
+
+    def _is_dir_sync(self, path: str) -> bool:
+        if path in ("", "/"):
+            return os.path.isdir(self.root)
+        k = _parse_dir(path)
+        return os.path.isdir(self._fs_path(path, k.segments))
+
+    async def is_dir(self, path: str) -> bool:
+        return await self._run(path, partial(self._is_dir_sync, path))
+
+    # --- multipart ----------------------------------------------------------------------------
+
+    def _upload_dir(self, path: str, upload_id: str) -> str:
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise NoSuchUpload(path, f"no upload {upload_id!r}")
+        return os.path.join(self._staging, upload_id)
+
+    def _load_upload(self, path: str, upload_id: str) -> tuple[str, dict[str, Any]]:
+        directory = self._upload_dir(path, upload_id)
+        try:
+            with open(os.path.join(directory, UPLOAD_RECORD), "rb") as f:
+                record = json.load(f)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            raise NoSuchUpload(path, f"no upload {upload_id!r}") from None
+        if record.get("path") != path:
+            raise NoSuchUpload(path, f"upload {upload_id!r} is for another key")
+        return directory, dict(record)
+
+    def _uploads(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        try:
+            names = os.listdir(self._staging)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not _UPLOAD_ID.fullmatch(name):
+                continue
+            try:
+                with open(os.path.join(self._staging, name, UPLOAD_RECORD), "rb") as f:
+                    record = json.load(f)
+                if isinstance(record.get("path"), str) and isinstance(record.get("initiated_ns"), int):
+                    yield name, dict(record)
+            except (OSError, ValueError):
+                continue  # being created or removed
+
+    def _create_multipart_sync(self, k: _Key, meta: WriteMeta) -> str:
+        self._object_path(k)  # containment
+        self._check_ancestors(k, create=False)
+        os.makedirs(self._staging, exist_ok=True)
+        upload_id = secrets.token_urlsafe(24)
+        directory = os.path.join(self._staging, upload_id)
+        os.mkdir(directory)
+        record = {
+            "path": k.key,
+            "content_type": meta.content_type,
+            "metadata": dict(meta.metadata),
+            "initiated_ns": time.time_ns(),
+        }
+        temp = _open_temp(directory, os.path.join(directory, UPLOAD_RECORD))
+        try:
+            os.write(temp.fd, json.dumps(record).encode())
+            os.fsync(temp.fd)
+            temp.close()
+            os.replace(temp.path, temp.dest)
+        except BaseException:
+            temp.discard()
+            raise
+        return upload_id
+
+    async def create_multipart(self, path: str, meta: WriteMeta) -> str:
+        k = _parse_key(path)
+        return await self._run(path, partial(self._create_multipart_sync, k, meta))
+
+    @staticmethod
+    def _part_info(directory: str, number: int) -> PartInfo | None:
+        """A staged part; its ETag comes from the sidecar record if that still describes the file,
+        else from hashing the file (only after a crash or a race between two uploads of it)."""
+        path = os.path.join(directory, f"part-{number:05d}")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        etag = None
+        try:
+            with open(path + ".json", "rb") as f:
+                side = json.load(f)
+            if [side.get("size"), side.get("mtime_ns"), side.get("ino")] == [
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ino,
+            ]:
+                etag = str(side["etag"])
+        except (OSError, ValueError, KeyError):
+            pass
+        if etag is None:
+            digest = hashlib.md5()
+            with open(path, "rb") as f:
+                while data := f.read(CHUNK_SIZE):
+                    digest.update(data)
+            etag = digest.hexdigest()
+        return PartInfo(number, etag, st.st_size, _mtime(st.st_mtime_ns))
+
+    def _begin_part(self, path: str, upload_id: str, number: int) -> _Temp:
+        directory, _ = self._load_upload(path, upload_id)
+        return _open_temp(directory, os.path.join(directory, f"part-{number:05d}"))
+
+    def _commit_part(self, path: str, temp: _Temp, number: int, etag: str, expected: int | None) -> PartInfo:
+        os.fsync(temp.fd)
+        st = os.fstat(temp.fd)
+        if expected is not None and st.st_size != expected:
+            raise BadDigest(path, f"part {number}: expected {expected} bytes, received {st.st_size}")
+        temp.close()
+        try:
+            os.replace(temp.path, temp.dest)
+            side = {"etag": etag, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+            side_temp = _open_temp(os.path.dirname(temp.dest), temp.dest + ".json")
+        except FileNotFoundError:
+            raise NoSuchUpload(path, "the upload was aborted or completed meanwhile") from None
+        try:
+            os.write(side_temp.fd, json.dumps(side).encode())
+            side_temp.close()
+            os.replace(side_temp.path, side_temp.dest)
+        except BaseException:
+            side_temp.discard()
+            raise
+        return PartInfo(number, etag, st.st_size, _mtime(st.st_mtime_ns))
+
+    async def upload_part(
+        self, path: str, upload_id: str, part_number: int, body: AsyncIterable[bytes], *, size: int | None
+    ) -> PartInfo:
+        check_part_number(path, part_number)
+        temp = await self._run(path, partial(self._begin_part, path, upload_id, part_number))
+        try:
+            digest = hashlib.md5()
+            await self._pump(path, body, temp.fd, digest)
+            commit = partial(self._commit_part, path, temp, part_number, digest.hexdigest(), size)
+            return await self._run(path, commit)
+        except BaseException:
+            temp.discard()
+            raise
+
+    def _complete_sync(self, k: _Key, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
+        directory, record = self._load_upload(k.key, upload_id)
+        infos: list[PartInfo] = []
+        for number, etag in parts:
+            info = self._part_info(directory, number)
+            if info is None:
+                raise InvalidPart(k.key, f"part {number} was not uploaded")
+            if info.etag != unquote_etag(etag):
+                raise InvalidPart(k.key, f"part {number} has ETag {info.etag!r}, not {etag!r}")
+            infos.append(info)
+        for info in infos[:-1]:
+            if info.size < MIN_PART_SIZE:
+                raise EntityTooSmall(
+                    k.key,
+                    f"part {info.part_number} has {info.size} bytes; all but the last need {MIN_PART_SIZE}",
+                )
+        temp = self._prepare_write(k)
+        try:
+            for info in infos:
+                with open(os.path.join(directory, f"part-{info.part_number:05d}"), "rb") as part:
+                    _copy_fd(part.fileno(), temp.fd, info.size)
+            etag = composite_etag(info.etag for info in infos)
+            metadata = record.get("metadata") or {}
+            result = self._commit(k.key, temp, etag, record.get("content_type"), metadata, len(infos), None)
+        except BaseException:
+            temp.discard()
+            raise
+        shutil.rmtree(directory, ignore_errors=True)
+        return result
+
+    async def complete_multipart(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
+        k = _parse_key(path)
+        check_part_list(path, parts)
+        return await self._run(path, partial(self._complete_sync, k, upload_id, list(parts)))
+
+    def _abort_sync(self, path: str, upload_id: str) -> None:
+        directory, _ = self._load_upload(path, upload_id)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    async def abort_multipart(self, path: str, upload_id: str) -> None:
+        await self._run(path, partial(self._abort_sync, path, upload_id))
+
+    def _list_parts_sync(self, path: str, upload_id: str, marker: int, limit: int) -> PartsPage:
+        directory, _ = self._load_upload(path, upload_id)
+        numbers = sorted(
+            int(m.group(1)) for name in os.listdir(directory) if (m := _PART_FILE.fullmatch(name))
+        )
+        numbers = [n for n in numbers if n > marker]
+        parts = [p for n in numbers[: max(limit, 0)] if (p := self._part_info(directory, n)) is not None]
+        more = len(numbers) > max(limit, 0)
+        return PartsPage(parts, numbers[limit - 1] if more and limit > 0 else None)
+
+    async def list_parts(self, path: str, upload_id: str, *, marker: int, limit: int) -> PartsPage:
+        return await self._run(path, partial(self._list_parts_sync, path, upload_id, marker, limit))
+
+    def _list_uploads_sync(
+        self,
+        prefix: str,
+        delimiter: str | None,
+        key_marker: str | None,
+        upload_id_marker: str | None,
+        limit: int,
+    ) -> UploadsPage:
+        uploads = sorted(
+            (record["path"], record["initiated_ns"], upload_id)
+            for upload_id, record in self._uploads()
+            if record["path"].startswith(prefix)
+        )
+        if key_marker is not None:
+            marker_pos = next(
+                ((p, t, u) for p, t, u in uploads if p == key_marker and u == upload_id_marker), None
+            )
+            if upload_id_marker and marker_pos is not None:
+                uploads = [u for u in uploads if u > marker_pos]
+            else:
+                uploads = [u for u in uploads if u[0] > key_marker]
+        result: list[UploadInfo] = []
+        prefixes: list[str] = []
+        next_key: str | None = None
+        next_id: str | None = None
+        for path, initiated_ns, upload_id in uploads:
+            common = None
+            if delimiter and (cut := path.find(delimiter, len(prefix))) >= 0:
+                common = path[: cut + len(delimiter)]
+                if (prefixes and prefixes[-1] == common) or (key_marker is not None and common <= key_marker):
+                    continue
+            if len(result) + len(prefixes) >= limit:
+                return UploadsPage(result, prefixes, next_key, next_id)
+            if common is not None:
+                prefixes.append(common)
+                next_key, next_id = common, None
+            else:
+                result.append(UploadInfo(path, upload_id, _mtime(initiated_ns)))
+                next_key, next_id = path, upload_id
+        return UploadsPage(result, prefixes, None, None)
+
+    async def list_uploads(
+        self,
+        prefix: str,
+        *,
+        delimiter: str | None,
+        key_marker: str | None,
+        upload_id_marker: str | None,
+        limit: int,
+    ) -> UploadsPage:
+        fn = partial(
+            self._list_uploads_sync, prefix, delimiter or None, key_marker or None, upload_id_marker, limit
+        )
+        return await self._run(prefix, fn)
+
+    # --- health -------------------------------------------------------------------------------
+
+    def _check_sync(self) -> None:
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise NotFound(self.root, "the mount root does not exist") from None
+        if not st_mode.S_ISDIR(st.st_mode):
+            raise InvalidPath(self.root, "the mount root is not a directory")
+        try:
+            os.listdir(self.root)
+            temp = _open_temp(self.root, "")
+            temp.discard()
+        except PermissionError as exc:
+            raise PermissionDenied(self.root, f"the mount root is not readable and writable: {exc}") from exc
+
+    async def check(self) -> None:
+        await self._run(self.root, self._check_sync)

@@ -1,0 +1,873 @@
+"""An S3 bucket (or a prefix in one) as a UFS, scheme `s3`: AWS S3, MinIO, GCS interop, OSS, COS,
+TOS, BOS, anything that speaks the S3 API.
+
+One aiobotocore client per adapter, opened by `S3Adapter.open` and closed by `aclose`. Every SDK
+call goes through `_call`, which turns SDK and transport errors into UfsErrors from one table.
+
+Writes hold bounded memory:
+- `write`: a body of up to `part_size` (8 MiB) bytes is one PutObject (ETag = MD5 of the content).
+  A longer body is sent as a multipart upload of `part_size` parts while it arrives, so its ETag
+  has the multipart form `md5(md5s)-N`, as with `aws s3 cp`. A failed or cancelled write aborts
+  the upload; the old object stays.
+- `upload_part`: the part is spooled (memory up to `part_size`, then a temp file in `state_dir`)
+  because the SDK needs a sized, seekable body to sign and retry.
+
+Keys with `.` or `..` segments, empty keys and NUL are refused (InvalidPath): an HTTP stack that
+normalises dot segments could otherwise step out of the mount prefix. Folders are key prefixes:
+`make_dir` writes a zero-byte `path/` marker, `remove_dir` deletes only that marker (NotEmpty if
+anything else is below it; in-progress multipart uploads there are left alone).
+
+Mount options (strings; Alluxio/Hadoop spellings in OPTION_ALIASES and FLAG_ALIASES also work):
+`endpoint_url` (a bare `host:port` gets https://), `region` (us-east-1 when an endpoint is given),
+`access_key_id`, `secret_access_key`, `session_token` (else botocore's credential chain),
+`addressing_style` path|virtual|auto (auto), `signature_version` (s3v4), `max_attempts` (3, standard
+retry mode), `connect_timeout` (10 s), `read_timeout` (60 s), `max_pool_connections` (64), `verify`
+true|false|CA bundle path. Other options in the alluxio./s3a./fs./aws. namespaces are ignored;
+anything else is refused, so that a typo cannot silently send requests to AWS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import partial
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import anyio.to_thread
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from ._util import (
+    CHUNK_SIZE,
+    MAX_PARTS,
+    check_options,
+    check_part_list,
+    check_part_number,
+    parts_count_of,
+    rechunk,
+    unquote_etag,
+)
+from .base import (
+    AlreadyExists,
+    BadDigest,
+    EntityTooSmall,
+    InvalidPart,
+    InvalidPartOrder,
+    InvalidPath,
+    ListPage,
+    NoSuchUpload,
+    NotEmpty,
+    NotFound,
+    NotSupported,
+    ObjectInfo,
+    PartInfo,
+    PartsPage,
+    PermissionDenied,
+    PreconditionFailed,
+    ReadOptions,
+    UfsError,
+    Unavailable,
+    UploadInfo,
+    UploadsPage,
+    WriteMeta,
+)
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        CompletedPartTypeDef,
+        CopyObjectRequestTypeDef,
+        CreateMultipartUploadRequestTypeDef,
+        GetObjectRequestTypeDef,
+        HeadObjectOutputTypeDef,
+        ListMultipartUploadsRequestTypeDef,
+        ListObjectsV2RequestTypeDef,
+        PutObjectRequestTypeDef,
+        ResponseMetadataTypeDef,
+    )
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+MAX_PART_SIZE = 5 * 1024 * MiB
+MAX_COPY_SIZE = 5 * 1024 * MiB  # CopyObject's limit; larger objects are copied part by part
+
+# Alluxio / Hadoop names users already have in their mount options -> Hoard's own names.
+OPTION_ALIASES: Mapping[str, str] = {
+    "s3a.accessKeyId": "access_key_id",
+    "s3a.secretKey": "secret_access_key",
+    "aws.accessKeyId": "access_key_id",
+    "aws.secretKey": "secret_access_key",
+    "alluxio.underfs.s3.region": "region",
+    "alluxio.underfs.s3.endpoint.region": "region",
+    "alluxio.underfs.s3.endpoint": "endpoint_url",
+    "fs.s3a.access.key": "access_key_id",
+    "fs.s3a.secret.key": "secret_access_key",
+    "fs.s3a.session.token": "session_token",
+    "fs.s3a.endpoint": "endpoint_url",
+    "fs.s3a.endpoint.region": "region",
+}
+# Boolean aliases: when true, they stand for one of Hoard's options with a fixed value.
+FLAG_ALIASES: Mapping[str, tuple[str, str]] = {
+    "alluxio.underfs.s3.disable.dns.buckets": ("addressing_style", "path"),
+    "fs.s3a.path.style.access": ("addressing_style", "path"),
+}
+OPTIONS = (
+    "endpoint_url",
+    "region",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "addressing_style",
+    "signature_version",
+    "max_attempts",
+    "connect_timeout",
+    "read_timeout",
+    "max_pool_connections",
+    "verify",
+)
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def normalize_options(options: Mapping[str, str]) -> dict[str, str]:
+    """Rename alias options to Hoard's names; other keys pass through unchanged.
+
+    Two spellings of one option with different values are an error naming both.
+    """
+    result: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for key, value in options.items():
+        if key in FLAG_ALIASES:
+            if value.strip().lower() not in _TRUE:
+                continue
+            name, value = FLAG_ALIASES[key]
+        else:
+            name = OPTION_ALIASES.get(key, key)
+        if name in result and result[name] != value:
+            raise ValueError(f"mount options {origin[name]!r} and {key!r} give {name!r} different values")
+        result[name] = value
+        origin.setdefault(name, key)
+    return result
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix/"); the prefix is "" for a whole bucket."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("s3", "s3a") or not parts.netloc:
+        raise ValueError(f"not an S3 URI (s3://bucket/optional/prefix): {uri!r}")
+    prefix = unquote(parts.path).strip("/")
+    return parts.netloc, prefix + "/" if prefix else ""
+
+
+# --- error translation --------------------------------------------------------------------------
+
+
+class RangeNotSatisfiable(UfsError):
+    """The UFS refused a range starting at or past the end; `read` turns it into no bytes."""
+
+
+_throttled = partial(Unavailable, throttled=True)
+
+# S3 error code -> UfsError. HEAD responses carry no body, so their code is the HTTP status.
+ERROR_CODES: Mapping[str, Callable[[str, str], UfsError]] = {
+    "NoSuchKey": NotFound,
+    "NotFound": NotFound,
+    "404": NotFound,
+    "NoSuchBucket": NotFound,
+    "AccessDenied": PermissionDenied,
+    "403": PermissionDenied,
+    "AllAccessDisabled": PermissionDenied,
+    "InvalidAccessKeyId": PermissionDenied,
+    "SignatureDoesNotMatch": PermissionDenied,
+    "InvalidToken": PermissionDenied,
+    "ExpiredToken": PermissionDenied,
+    "AccountProblem": PermissionDenied,
+    "PreconditionFailed": PreconditionFailed,
+    "412": PreconditionFailed,
+    "NoSuchUpload": NoSuchUpload,
+    "InvalidPart": InvalidPart,
+    "InvalidPartOrder": InvalidPartOrder,
+    "EntityTooSmall": EntityTooSmall,
+    "BadDigest": BadDigest,
+    "InvalidDigest": BadDigest,
+    "InvalidRange": RangeNotSatisfiable,
+    "416": RangeNotSatisfiable,
+    "KeyTooLongError": InvalidPath,
+    "BucketAlreadyOwnedByYou": AlreadyExists,
+    "BucketAlreadyExists": AlreadyExists,
+    "BucketNotEmpty": NotEmpty,
+    "NotImplemented": NotSupported,
+    "501": NotSupported,
+    "SlowDown": _throttled,
+    "503": _throttled,
+    "ServiceUnavailable": _throttled,
+    "429": _throttled,
+    "TooManyRequests": _throttled,
+    "TooManyRequestsException": _throttled,
+    "Throttling": _throttled,
+    "ThrottlingException": _throttled,
+    "RequestLimitExceeded": _throttled,
+    "RequestTimeout": Unavailable,
+    "RequestTimeTooSkewed": PermissionDenied,
+    "InternalError": Unavailable,
+    "500": Unavailable,
+    "502": Unavailable,
+    "504": Unavailable,
+}
+# When the code is unknown, the HTTP status decides.
+ERROR_STATUSES: Mapping[int, Callable[[str, str], UfsError]] = {
+    403: PermissionDenied,
+    404: NotFound,
+    412: PreconditionFailed,
+    416: RangeNotSatisfiable,
+    429: _throttled,
+    500: Unavailable,
+    501: NotSupported,
+    502: Unavailable,
+    503: _throttled,
+    504: Unavailable,
+}
+
+
+def translate_error(exc: Exception, path: str) -> UfsError:
+    """One SDK or transport exception -> the UfsError the rest of Hoard understands."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = str(error.get("Message", "")) or exc.operation_name
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        factory = ERROR_CODES.get(code) or ERROR_STATUSES.get(status) or UfsError
+        return factory(path, f"{code}: {message}")
+    if isinstance(exc, (HTTPClientError, BotoConnectionError, aiohttp.ClientError, TimeoutError)):
+        return Unavailable(path, str(exc))
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return PermissionDenied(path, str(exc))
+    return UfsError(path, f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _translated(path: str) -> Iterator[None]:
+    try:
+        yield
+    except UfsError:
+        raise
+    except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+        raise translate_error(exc, path) from exc
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _utc(value: datetime | None) -> datetime:
+    return value.astimezone(UTC) if value is not None else datetime.now(UTC)
+
+
+def _response_date(meta: ResponseMetadataTypeDef | None) -> datetime:
+    """The server's Date header: the best last-modified time a PUT response offers."""
+    try:
+        return _utc(parsedate_to_datetime(meta["HTTPHeaders"]["date"])) if meta else datetime.now(UTC)
+    except (KeyError, TypeError, ValueError):
+        return datetime.now(UTC)
+
+
+def _quoted(etag: str) -> str:
+    return f'"{unquote_etag(etag)}"'
+
+
+def _md5_b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def _check_key(path: str) -> None:
+    if not path:
+        raise InvalidPath(path, "empty key")
+    if "\x00" in path:
+        raise InvalidPath(path, "NUL in key")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise InvalidPath(path, "'.' and '..' segments are not allowed in a key")
+
+
+class _Spool:
+    """A body held in memory up to `memory_limit` bytes, then in an anonymous temp file."""
+
+    def __init__(self, directory: Path | None, memory_limit: int) -> None:
+        self._directory = directory
+        self._limit = memory_limit
+        self._buf = bytearray()
+        self._file: IO[bytes] | None = None
+        self._digest = hashlib.md5()
+        self.size = 0
+
+    async def fill(self, body: AsyncIterable[bytes]) -> None:
+        async for chunk in body:
+            self._buf += chunk
+            self.size += len(chunk)
+            if self._file is None and len(self._buf) > self._limit:
+                self._file = await anyio.to_thread.run_sync(self._make_file)
+            if self._file is not None and len(self._buf) >= CHUNK_SIZE:
+                await self._flush()
+        if self._file is not None:
+            await self._flush()
+
+    def _make_file(self) -> IO[bytes]:
+        return tempfile.TemporaryFile("w+b", dir=self._directory)
+
+    async def _flush(self) -> None:
+        data, self._buf = self._buf, bytearray()
+        assert self._file is not None
+        file = self._file
+
+        def write() -> None:
+            self._digest.update(data)
+            file.write(data)
+
+        await anyio.to_thread.run_sync(write)
+
+    async def body(self) -> tuple[bytes | IO[bytes], str]:
+        """(body for the SDK, base64 Content-MD5)."""
+        if self._file is None:
+            data = bytes(self._buf)
+            digest = await anyio.to_thread.run_sync(hashlib.md5, data)
+            return data, _md5_b64(digest.digest())
+        self._file.flush()
+        self._file.seek(0)
+        return self._file, _md5_b64(self._digest.digest())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# --- the adapter --------------------------------------------------------------------------------
+
+
+class S3Adapter:
+    """A bucket or a prefix in one, through one aiobotocore client."""
+
+    scheme = "s3"
+    part_size = 8 * MiB  # write() switches to multipart above this; also the spool's memory limit
+    max_copy_size = MAX_COPY_SIZE
+    copy_part_size = 512 * MiB
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str = "",
+        *,
+        stack: AsyncExitStack | None = None,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._stack = stack
+        self._spool_dir = spool_dir
+
+    @classmethod
+    async def open(cls, uri: str, options: Mapping[str, str], *, state_dir: Path | None = None) -> S3Adapter:
+        """Open `s3://bucket/optional/prefix` with its mount options (aliases accepted).
+
+        `state_dir`, when given, holds spooled upload parts; otherwise the system temp dir does.
+        """
+        bucket, prefix = parse_s3_uri(uri)
+        opts = check_options("s3", normalize_options(options), OPTIONS)
+        style = opts.get("addressing_style", "auto")
+        if style not in ("path", "virtual", "auto"):
+            raise ValueError(f"option 'addressing_style' is {style!r}; use path, virtual or auto")
+        config = AioConfig(
+            signature_version=opts.get("signature_version", "s3v4"),
+            s3={"addressing_style": style},
+            retries={"mode": "standard", "max_attempts": _int_option(opts, "max_attempts", 3)},
+            connect_timeout=_float_option(opts, "connect_timeout", 10.0),
+            read_timeout=_float_option(opts, "read_timeout", 60.0),
+            max_pool_connections=_int_option(opts, "max_pool_connections", 64),
+            # Third-party S3 servers reject the newer default CRC trailers; checksum only on demand.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        endpoint = opts.get("endpoint_url")
+        if endpoint and "://" not in endpoint:
+            endpoint = "https://" + endpoint  # Alluxio-style `host:port`
+        region = opts.get("region") or ("us-east-1" if endpoint else None)
+        stack = AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(
+                AioSession().create_client(
+                    "s3",
+                    region_name=region,
+                    endpoint_url=endpoint,
+                    aws_access_key_id=opts.get("access_key_id"),
+                    aws_secret_access_key=opts.get("secret_access_key"),
+                    aws_session_token=opts.get("session_token"),
+                    verify=_verify_option(opts),
+                    config=config,
+                )
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        return cls(client, bucket, prefix, stack=stack, spool_dir=state_dir)
+
+    @property
+    def client(self) -> S3Client:
+        """The SDK client; other adapters on the same endpoint may share it (the opener closes it)."""
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    def __repr__(self) -> str:
+        return f"S3Adapter('s3://{self.bucket}/{self.prefix}')"
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _call(self, path: str, call: Awaitable[T]) -> T:
+        """The one choke point for SDK calls: errors leave as UfsErrors naming `path`."""
+        with _translated(path):
+            return await call
+
+    def _key(self, path: str) -> str:
+        _check_key(path)
+        return self.prefix + path
+
+    def _rel(self, key: str) -> str:
+        return key[len(self.prefix) :]
+
+    def _info(self, path: str, head: HeadObjectOutputTypeDef) -> ObjectInfo:
+        etag = unquote_etag(head.get("ETag", ""))
+        return ObjectInfo(
+            path=path,
+            size=head.get("ContentLength", 0),
+            etag=etag,
+            last_modified=_utc(head.get("LastModified")),
+            content_type=head.get("ContentType"),
+            metadata=dict(head.get("Metadata", {})),
+            parts_count=parts_count_of(etag),
+        )
+
+    async def _abort_quietly(self, path: str, key: str, upload_id: str) -> None:
+        """Abort an upload we started, even while being cancelled; failures are only leftovers."""
+        task = asyncio.ensure_future(
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        )
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            await asyncio.shield(task)
+        except BaseException:  # the caller re-raises its own error; this one adds nothing
+            pass
+
+    # --- objects ------------------------------------------------------------------------------
+
+    async def stat(self, path: str) -> ObjectInfo:
+        key = self._key(path)
+        head = await self._call(path, self._client.head_object(Bucket=self.bucket, Key=key))
+        return self._info(path, head)
+
+    async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
+        key = self._key(path)
+        start, end = max(opts.start, 0), opts.end
+        if end is not None and end <= start:
+            if opts.if_match is not None:
+                info = await self.stat(path)
+                if info.etag != unquote_etag(opts.if_match):
+                    raise PreconditionFailed(path, f"ETag is {info.etag!r}, not {opts.if_match!r}")
+            return
+        request: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+        if start > 0 or end is not None:
+            request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        if opts.if_match is not None:
+            request["IfMatch"] = _quoted(opts.if_match)
+        try:
+            response = await self._call(path, self._client.get_object(**request))
+        except RangeNotSatisfiable:
+            return  # start at or past the end: no bytes, as the local adapter does
+        async with response["Body"] as stream:
+            while True:
+                with _translated(path):  # a connection lost mid-body is Unavailable too
+                    chunk = await stream.read(CHUNK_SIZE)
+                if not chunk:
+                    return
+                yield chunk
+
+    async def _put(self, path: str, key: str, data: bytes, meta: WriteMeta) -> ObjectInfo:
+        digest = await anyio.to_thread.run_sync(hashlib.md5, data)
+        request: PutObjectRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ContentMD5": _md5_b64(digest.digest()),
+            "Metadata": dict(meta.metadata),
+        }
+        if meta.content_type:
+            request["ContentType"] = meta.content_type
+        response = await self._call(path, self._client.put_object(**request))
+        etag = unquote_etag(response.get("ETag", "")) or digest.hexdigest()
+        return ObjectInfo(
+            path=path,
+            size=len(data),
+            etag=etag,
+            last_modified=_response_date(response.get("ResponseMetadata")),
+            content_type=meta.content_type,
+            metadata=dict(meta.metadata),
+            parts_count=parts_count_of(etag),
+        )
+
+    def _part_sizes(self, size: int | None) -> Callable[[int], int]:
+        """Part n's size for write(): fixed when the size is known (at most 10,000 parts), else
+        doubling every 1,000 parts so an unknown-size body can still reach terabytes."""
+        if size is not None:
+            fixed = max(self.part_size, -(-size // MAX_PARTS))
+            fixed = -(-fixed // MiB) * MiB
+            return lambda number: fixed
+        return lambda number: min(self.part_size << ((number - 1) // 1000), MAX_PART_SIZE)
+
+    async def write(
+        self, path: str, body: AsyncIterable[bytes], *, size: int | None, meta: WriteMeta
+    ) -> ObjectInfo:
+        key = self._key(path)
+        blocks = rechunk(body, self._part_sizes(size))
+        try:
+            block, last = await anext(blocks)
+            if last:
+                if size is not None and len(block) != size:
+                    raise BadDigest(path, f"expected {size} bytes, received {len(block)}")
+                return await self._put(path, key, block, meta)
+            upload_id = await self.create_multipart(path, meta)
+            try:
+                parts: list[tuple[int, str]] = []
+                total = 0
+                while True:
+                    number = len(parts) + 1
+                    part = await self._upload(path, key, upload_id, number, block, None)
+                    parts.append((number, part))
+                    total += len(block)
+                    if last:
+                        break
+                    block, last = await anext(blocks)
+                if size is not None and total != size:
+                    raise BadDigest(path, f"expected {size} bytes, received {total}")
+                return await self.complete_multipart(path, upload_id, parts)
+            except BaseException:
+                await self._abort_quietly(path, key, upload_id)
+                raise
+        finally:
+            await blocks.aclose()
+
+    async def copy(self, src: str, dst: str, *, meta: WriteMeta | None) -> ObjectInfo:
+        src_key, dst_key = self._key(src), self._key(dst)
+        source = await self.stat(src)
+        if meta is None and src == dst:  # S3 refuses a copy onto itself that changes nothing
+            meta = WriteMeta(source.content_type, source.metadata)
+        if source.size > self.max_copy_size:
+            await self._copy_in_parts(dst, src_key, dst_key, source, meta)
+            return await self.stat(dst)
+        request: CopyObjectRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": dst_key,
+            "CopySource": {"Bucket": self.bucket, "Key": src_key},
+            "CopySourceIfMatch": _quoted(source.etag),
+            "MetadataDirective": "COPY",
+        }
+        if meta is not None:
+            request["MetadataDirective"] = "REPLACE"
+            request["Metadata"] = dict(meta.metadata)
+            if meta.content_type:
+                request["ContentType"] = meta.content_type
+        await self._call(dst, self._client.copy_object(**request))
+        return await self.stat(dst)
+
+    async def _copy_in_parts(
+        self, dst: str, src_key: str, dst_key: str, source: ObjectInfo, meta: WriteMeta | None
+    ) -> None:
+        upload_id = await self.create_multipart(dst, meta or WriteMeta(source.content_type, source.metadata))
+        try:
+            step = max(self.copy_part_size, -(-source.size // MAX_PARTS))
+            parts: list[CompletedPartTypeDef] = []
+            for number, offset in enumerate(range(0, source.size, step), 1):
+                last = min(offset + step, source.size) - 1
+                response = await self._call(
+                    dst,
+                    self._client.upload_part_copy(
+                        Bucket=self.bucket,
+                        Key=dst_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": self.bucket, "Key": src_key},
+                        CopySourceRange=f"bytes={offset}-{last}",
+                        CopySourceIfMatch=_quoted(source.etag),
+                    ),
+                )
+                parts.append({"PartNumber": number, "ETag": response["CopyPartResult"].get("ETag", "")})
+            await self._call(
+                dst,
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=dst_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                ),
+            )
+        except BaseException:
+            await self._abort_quietly(dst, dst_key, upload_id)
+            raise
+
+    async def delete(self, path: str) -> None:
+        key = self._key(path)
+        await self._call(path, self._client.delete_object(Bucket=self.bucket, Key=key))
+
+    # --- listing ------------------------------------------------------------------------------
+
+    async def list_objects(
+        self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int
+    ) -> ListPage:
+        if limit <= 0:
+            return ListPage([], [], None)
+        request: ListObjectsV2RequestTypeDef = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix + prefix,
+            "MaxKeys": limit,
+        }
+        if delimiter:
+            request["Delimiter"] = delimiter
+        # Starting after the bare mount prefix also skips its own folder marker (`prefix/`).
+        if self.prefix or start_after:
+            request["StartAfter"] = self.prefix + (start_after or "")
+        response = await self._call(prefix, self._client.list_objects_v2(**request))
+        objects = []
+        for item in response.get("Contents", []):
+            path = self._rel(item.get("Key", ""))
+            if not path:
+                continue  # the mount prefix's own folder marker is not an object of this mount
+            etag = unquote_etag(item.get("ETag", ""))
+            objects.append(
+                ObjectInfo(
+                    path=path,
+                    size=item.get("Size", 0),
+                    etag=etag,
+                    last_modified=_utc(item.get("LastModified")),
+                    parts_count=parts_count_of(etag),
+                )
+            )
+        prefixes = [self._rel(p.get("Prefix", "")) for p in response.get("CommonPrefixes", [])]
+        next_start_after = None
+        if response.get("IsTruncated"):
+            candidates = [o.path for o in objects[-1:]] + prefixes[-1:]
+            next_start_after = max(candidates) if candidates else None
+        return ListPage(objects, prefixes, next_start_after)
+
+    # --- directories --------------------------------------------------------------------------
+
+    async def _keys_under(self, path: str, limit: int) -> list[str]:
+        response = await self._call(
+            path,
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(path) + "/", MaxKeys=limit),
+        )
+        return [item.get("Key", "") for item in response.get("Contents", [])]
+
+    async def is_dir(self, path: str) -> bool:
+        path = path.rstrip("/")
+        if not path:
+            try:
+                await self._call(self.bucket, self._client.head_bucket(Bucket=self.bucket))
+            except NotFound:
+                return False
+            return True
+        return bool(await self._keys_under(path, 1))
+
+    async def make_dir(self, path: str) -> None:
+        path = path.rstrip("/")
+        _check_key(path)
+        if await self.is_dir(path):
+            raise AlreadyExists(path, "the folder exists")
+        marker = self._key(path) + "/"
+        await self._call(path, self._client.put_object(Bucket=self.bucket, Key=marker, Body=b""))
+
+    async def remove_dir(self, path: str) -> None:
+        path = path.rstrip("/")
+        _check_key(path)
+        marker = self._key(path) + "/"
+        keys = await self._keys_under(path, 2)
+        if not keys:
+            raise NotFound(path, "no such folder")
+        if any(key != marker for key in keys):
+            raise NotEmpty(path, "the folder holds objects")
+        await self._call(path, self._client.delete_object(Bucket=self.bucket, Key=marker))
+
+    # --- multipart ----------------------------------------------------------------------------
+
+    async def create_multipart(self, path: str, meta: WriteMeta) -> str:
+        request: CreateMultipartUploadRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": self._key(path),
+            "Metadata": dict(meta.metadata),
+        }
+        if meta.content_type:
+            request["ContentType"] = meta.content_type
+        response = await self._call(path, self._client.create_multipart_upload(**request))
+        return response["UploadId"]
+
+    async def _upload(
+        self, path: str, key: str, upload_id: str, number: int, body: bytes | IO[bytes], md5: str | None
+    ) -> str:
+        if md5 is None:
+            assert isinstance(body, bytes)
+            md5 = _md5_b64((await anyio.to_thread.run_sync(hashlib.md5, body)).digest())
+        response = await self._call(
+            path,
+            self._client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=md5
+            ),
+        )
+        return unquote_etag(response.get("ETag", ""))
+
+    async def upload_part(
+        self, path: str, upload_id: str, part_number: int, body: AsyncIterable[bytes], *, size: int | None
+    ) -> PartInfo:
+        check_part_number(path, part_number)
+        key = self._key(path)
+        spool = _Spool(self._spool_dir, self.part_size)
+        try:
+            try:
+                await spool.fill(body)
+                data, md5 = await spool.body()
+            except OSError as exc:
+                raise Unavailable(path, f"cannot spool part {part_number}: {exc}") from exc
+            if size is not None and spool.size != size:
+                raise BadDigest(path, f"part {part_number}: expected {size} bytes, received {spool.size}")
+            etag = await self._upload(path, key, upload_id, part_number, data, md5)
+        finally:
+            spool.close()
+        return PartInfo(part_number, etag, spool.size, datetime.now(UTC))
+
+    async def complete_multipart(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
+        key = self._key(path)
+        check_part_list(path, parts)  # S3 checks too; some S3-compatible servers do not
+        completed: list[CompletedPartTypeDef] = [
+            {"PartNumber": n, "ETag": _quoted(etag)} for n, etag in parts
+        ]
+        await self._call(
+            path,
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}
+            ),
+        )
+        return await self.stat(path)
+
+    async def abort_multipart(self, path: str, upload_id: str) -> None:
+        key = self._key(path)
+        await self._call(
+            path, self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        )
+
+    async def list_parts(self, path: str, upload_id: str, *, marker: int, limit: int) -> PartsPage:
+        key = self._key(path)
+        response = await self._call(
+            path,
+            self._client.list_parts(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker, MaxParts=limit
+            ),
+        )
+        parts = [
+            PartInfo(
+                part_number=p.get("PartNumber", 0),
+                etag=unquote_etag(p.get("ETag", "")),
+                size=p.get("Size", 0),
+                last_modified=_utc(p.get("LastModified")),
+            )
+            for p in response.get("Parts", [])
+        ]
+        truncated = response.get("IsTruncated") and parts
+        return PartsPage(parts, parts[-1].part_number if truncated else None)
+
+    async def list_uploads(
+        self,
+        prefix: str,
+        *,
+        delimiter: str | None,
+        key_marker: str | None,
+        upload_id_marker: str | None,
+        limit: int,
+    ) -> UploadsPage:
+        request: ListMultipartUploadsRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix + prefix,
+            "MaxUploads": limit,
+        }
+        if delimiter:
+            request["Delimiter"] = delimiter
+        if key_marker:
+            request["KeyMarker"] = self.prefix + key_marker
+            if upload_id_marker:
+                request["UploadIdMarker"] = upload_id_marker
+        response = await self._call(prefix, self._client.list_multipart_uploads(**request))
+        uploads = [
+            UploadInfo(self._rel(u.get("Key", "")), u.get("UploadId", ""), _utc(u.get("Initiated")))
+            for u in response.get("Uploads", [])
+        ]
+        prefixes = [self._rel(p.get("Prefix", "")) for p in response.get("CommonPrefixes", [])]
+        if not response.get("IsTruncated"):
+            return UploadsPage(uploads, prefixes, None, None)
+        next_key = response.get("NextKeyMarker") or None
+        return UploadsPage(
+            uploads,
+            prefixes,
+            self._rel(next_key) if next_key else None,
+            response.get("NextUploadIdMarker") or None,
+        )
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        await self._call(self.bucket, self._client.head_bucket(Bucket=self.bucket))
+        await self._call(
+            self.prefix or self.bucket,
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1),
+        )
+
+
+def _int_option(opts: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(opts[name]) if name in opts else default
+    except ValueError:
+        raise ValueError(f"option {name!r} is {opts[name]!r}; expected an integer") from None
+
+
+def _float_option(opts: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(opts[name]) if name in opts else default
+    except ValueError:
+        raise ValueError(f"option {name!r} is {opts[name]!r}; expected a number of seconds") from None
+
+
+def _verify_option(opts: Mapping[str, str]) -> bool | str | None:
+    """`verify`: true/false, or the path of a CA bundle."""
+    value = opts.get("verify")
+    if value is None:
+        return None
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    if not os.path.exists(value):
+        raise ValueError(f"option 'verify' is {value!r}: neither true/false nor an existing CA bundle")
+    return value
