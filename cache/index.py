@@ -1,0 +1,416 @@
+"""The page index: one SQLite database beside the page files (diskcache's layout, our own schema).
+
+Why SQLite directly and not diskcache: eviction here orders by (expired, priority class, last
+access), charges pages to per-directory quotas and deletes by object and by prefix. diskcache's
+Cache is a key-value table with a fixed set of single-column eviction policies and no prefix or
+grouped queries, so every one of those would become a scan over its rows. We keep its ideas:
+counters maintained by triggers (a lookup, not a scan), eviction orders as data, bounded culls,
+data files written before the row.
+
+The hit path never queries this index (see store.py); only writes, evictions and admin calls do.
+Every method here blocks: callers run them in the store's executor threads. Each thread has its
+own connection. Writers are serialised in-process by a lock and across processes by SQLite's
+write lock (BEGIN IMMEDIATE), so several gateway processes may share one cache directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ufs_adapters.base import ObjectInfo
+
+from .stats import EvictionReason
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS pages (
+    name TEXT PRIMARY KEY,          -- PageKey.name: the file name
+    mount TEXT NOT NULL,
+    path TEXT NOT NULL,
+    version TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    nspath TEXT NOT NULL,           -- namespace path of the object: rules are re-matched from it
+    size INTEGER NOT NULL,          -- bytes of the file (header + data)
+    store_time REAL NOT NULL,
+    access_time REAL NOT NULL,
+    expire_time REAL,               -- store_time + the rule's ttl, NULL for no ttl
+    priority INTEGER NOT NULL,      -- policy.Priority
+    quota_owner TEXT                -- the quota rule's directory that pays for this page
+);
+CREATE INDEX IF NOT EXISTS pages_object ON pages (mount, path, version, idx);
+CREATE INDEX IF NOT EXISTS pages_order ON pages (priority, access_time);
+CREATE INDEX IF NOT EXISTS pages_expire ON pages (expire_time) WHERE expire_time IS NOT NULL;
+CREATE INDEX IF NOT EXISTS pages_quota ON pages (quota_owner, priority, access_time)
+    WHERE quota_owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS pages_quota_expire ON pages (quota_owner, expire_time)
+    WHERE quota_owner IS NOT NULL AND expire_time IS NOT NULL;
+
+-- Counters kept by triggers, so capacity and quota checks are lookups.
+CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL,
+    pages INTEGER NOT NULL);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+CREATE TABLE IF NOT EXISTS quota_used (owner TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+
+CREATE TRIGGER IF NOT EXISTS pages_insert AFTER INSERT ON pages BEGIN
+    UPDATE totals SET bytes = bytes + new.size, pages = pages + 1 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS pages_delete AFTER DELETE ON pages BEGIN
+    UPDATE totals SET bytes = bytes - old.size, pages = pages - 1 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS pages_quota_insert AFTER INSERT ON pages WHEN new.quota_owner IS NOT NULL
+BEGIN
+    INSERT INTO quota_used VALUES (new.quota_owner, new.size)
+        ON CONFLICT (owner) DO UPDATE SET bytes = bytes + new.size;
+END;
+CREATE TRIGGER IF NOT EXISTS pages_quota_delete AFTER DELETE ON pages WHEN old.quota_owner IS NOT NULL
+BEGIN
+    UPDATE quota_used SET bytes = bytes - old.size WHERE owner = old.quota_owner;
+END;
+
+-- What the cache knows of each object that has pages: HEAD after a restart needs no UFS call.
+CREATE TABLE IF NOT EXISTS objects (
+    mount TEXT NOT NULL,
+    path TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    last_modified TEXT NOT NULL,
+    content_type TEXT,
+    metadata TEXT NOT NULL,
+    parts_count INTEGER,
+    checked_at REAL NOT NULL,       -- wall-clock time the UFS last confirmed this etag
+    revalidate_at REAL,             -- when the stale sweep should ask the UFS again; NULL: never
+    PRIMARY KEY (mount, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_due ON objects (mount, revalidate_at) WHERE revalidate_at IS NOT NULL;
+"""
+
+# Eviction orders as data: the store asks for victims by reason and never branches on the order.
+# Expired pages go first in every cull; among the rest, LOW before MEDIUM before HIGH, least
+# recently used first within a class. Each query walks an index and stops at LIMIT.
+VICTIMS: dict[str, str] = {
+    "expired": "SELECT name, size FROM pages WHERE expire_time IS NOT NULL AND expire_time <= ?"
+    " ORDER BY expire_time LIMIT ?",
+    "ordered": "SELECT name, size FROM pages ORDER BY priority, access_time LIMIT ?",
+    "quota_expired": "SELECT name, size FROM pages WHERE quota_owner = ? AND expire_time IS NOT NULL"
+    " AND expire_time <= ? ORDER BY expire_time LIMIT ?",
+    "quota_ordered": "SELECT name, size FROM pages WHERE quota_owner = ? ORDER BY priority, access_time LIMIT ?",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PageRow:
+    name: str
+    mount: str
+    path: str
+    version: str
+    idx: int
+    nspath: str
+    size: int
+    store_time: float
+    expire_time: float | None
+    priority: int
+    quota_owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Victim:
+    name: str
+    size: int
+    reason: EvictionReason
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str | None]:
+    """[lo, hi) of the strings starting with `prefix` in SQLite's binary order.
+
+    UTF-8 preserves code point order, so incrementing the last code point gives the upper bound;
+    the query then walks an index instead of scanning with LIKE/GLOB (which would need escaping).
+    """
+    if not prefix:
+        return "", None
+    last = ord(prefix[-1])
+    if last == 0x10FFFF:
+        return prefix, None
+    return prefix, prefix[:-1] + chr(last + 1)
+
+
+class Txn:
+    """One write transaction (BEGIN IMMEDIATE): the statements the store composes into its steps."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con = con
+
+    def exists(self, name: str) -> bool:
+        return self.con.execute("SELECT 1 FROM pages WHERE name = ?", (name,)).fetchone() is not None
+
+    def insert(self, row: PageRow) -> None:
+        self.con.execute(
+            "INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.name,
+                row.mount,
+                row.path,
+                row.version,
+                row.idx,
+                row.nspath,
+                row.size,
+                row.store_time,
+                row.store_time,
+                row.expire_time,
+                row.priority,
+                row.quota_owner,
+            ),
+        )
+
+    def delete(self, names: Iterable[str]) -> None:
+        self.con.executemany("DELETE FROM pages WHERE name = ?", ((n,) for n in names))
+
+    def totals(self) -> tuple[int, int]:
+        row = self.con.execute("SELECT bytes, pages FROM totals WHERE id = 0").fetchone()
+        return int(row[0]), int(row[1])
+
+    def quota_used(self, owner: str) -> int:
+        row = self.con.execute("SELECT bytes FROM quota_used WHERE owner = ?", (owner,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def touch(self, touches: Sequence[tuple[float, str]]) -> None:
+        # max(): a touch recorded by another process later than ours must not move the page back.
+        self.con.executemany("UPDATE pages SET access_time = max(access_time, ?) WHERE name = ?", touches)
+
+    def victims(self, need: int, limit: int, now: float, quota_owner: str | None = None) -> list[Victim]:
+        """Up to `limit` pages whose sizes add up to at least `need` bytes, in eviction order:
+        expired first (reason ttl), then by priority and last access (reason capacity or quota)."""
+        found: list[Victim] = []
+        seen: set[str] = set()
+        freed = 0
+        steps: list[tuple[str, tuple[object, ...], EvictionReason]]
+        if quota_owner is None:
+            steps = [
+                (VICTIMS["expired"], (now, limit), EvictionReason.TTL),
+                (VICTIMS["ordered"], (limit,), EvictionReason.CAPACITY),
+            ]
+        else:
+            steps = [
+                (VICTIMS["quota_expired"], (quota_owner, now, limit), EvictionReason.TTL),
+                (VICTIMS["quota_ordered"], (quota_owner, limit), EvictionReason.QUOTA),
+            ]
+        for sql, params, reason in steps:
+            for name, size in self.con.execute(sql, params):
+                if freed >= need or len(found) >= limit:
+                    return found
+                if name in seen:
+                    continue
+                seen.add(name)
+                found.append(Victim(name, int(size), reason))
+                freed += int(size)
+        return found
+
+    def upsert_object(self, mount: str, info: ObjectInfo, checked_at: float, max_age: float | None) -> None:
+        # Only a new etag rewrites the row: the same object's pages arrive one by one. And only a
+        # newer confirmation: a slow fill of the old version must not undo the new one's row.
+        self.con.execute(
+            "INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mount, path) DO UPDATE SET"
+            " etag = excluded.etag, size = excluded.size, last_modified = excluded.last_modified,"
+            " content_type = excluded.content_type, metadata = excluded.metadata,"
+            " parts_count = excluded.parts_count, checked_at = excluded.checked_at,"
+            " revalidate_at = excluded.revalidate_at"
+            " WHERE objects.etag != excluded.etag AND objects.checked_at <= excluded.checked_at",
+            (
+                mount,
+                info.path,
+                info.etag,
+                info.size,
+                info.last_modified.isoformat(),
+                info.content_type,
+                json.dumps(dict(info.metadata), sort_keys=True),
+                info.parts_count,
+                checked_at,
+                None if max_age is None else checked_at + max_age,
+            ),
+        )
+
+    def set_checked(self, mount: str, path: str, etag: str, checked_at: float, max_age: float | None) -> None:
+        self.con.execute(
+            "UPDATE objects SET checked_at = ?, revalidate_at = ? WHERE mount = ? AND path = ? AND etag = ?",
+            (checked_at, None if max_age is None else checked_at + max_age, mount, path, etag),
+        )
+
+    def delete_objects(self, mount: str, path: str) -> None:
+        self.con.execute("DELETE FROM objects WHERE mount = ? AND path = ?", (mount, path))
+
+    def delete_objects_under(self, mount: str, prefix: str) -> None:
+        lo, hi = prefix_bounds(prefix)
+        if hi is None:
+            self.con.execute("DELETE FROM objects WHERE mount = ? AND path >= ?", (mount, lo))
+        else:
+            self.con.execute(
+                "DELETE FROM objects WHERE mount = ? AND path >= ? AND path < ?", (mount, lo, hi)
+            )
+
+
+def _info_of(row: tuple[Any, ...]) -> tuple[ObjectInfo, float]:
+    path, etag, size, last_modified, content_type, metadata, parts_count, checked_at = row
+    info = ObjectInfo(
+        path=str(path),
+        size=int(size),
+        etag=str(etag),
+        last_modified=datetime.fromisoformat(str(last_modified)),
+        content_type=None if content_type is None else str(content_type),
+        metadata=json.loads(str(metadata)),
+        parts_count=None if parts_count is None else int(parts_count),
+    )
+    return info, float(checked_at)
+
+
+class PageIndex:
+    def __init__(self, path: str, *, timeout: float = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        # In-process writers queue here rather than in SQLite's busy handler, which polls with
+        # sleeps; SQLite's lock then only arbitrates between processes.
+        self._write_lock = threading.Lock()
+        con = self._con()
+        con.execute("PRAGMA journal_mode = WAL")
+        self._init_schema(con)
+
+    def _init_schema(self, con: sqlite3.Connection) -> None:
+        with self._write_lock:
+            # executescript commits on its own; the statements are idempotent (IF NOT EXISTS).
+            con.executescript(SCHEMA)
+
+    def _con(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, reads run in autocommit.
+            con = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            # NORMAL in WAL mode: a commit does not fsync, a power loss may drop the last
+            # transactions but never corrupts the database. Losing rows only loses cached pages
+            # (their files become orphans, removed at the next start).
+            con.execute("PRAGMA synchronous = NORMAL")
+            self._local.con = con
+            with self._connections_lock:
+                self._connections.append(con)
+        return con
+
+    @contextmanager
+    def transaction(self) -> Iterator[Txn]:
+        with self._write_lock:
+            con = self._con()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield Txn(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # Reads: autocommit, no lock. Each sees a consistent snapshot of the last commit.
+
+    def setting(self, key: str) -> str | None:
+        row = self._con().execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.transaction() as txn:
+            txn.con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
+    def totals(self) -> tuple[int, int]:
+        row = self._con().execute("SELECT bytes, pages FROM totals WHERE id = 0").fetchone()
+        return int(row[0]), int(row[1])
+
+    def quota_used(self, owner: str) -> int:
+        row = self._con().execute("SELECT bytes FROM quota_used WHERE owner = ?", (owner,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def names_sorted(self) -> Iterator[str]:
+        for (name,) in self._con().execute("SELECT name FROM pages ORDER BY name"):
+            yield str(name)
+
+    def rows_for_policy(self) -> list[tuple[str, str, float]]:
+        return [
+            (str(n), str(p), float(t))
+            for n, p, t in self._con().execute("SELECT name, nspath, store_time FROM pages")
+        ]
+
+    def object_pages(self, mount: str, path: str, version: str | None = None) -> list[tuple[str, str, int]]:
+        """(name, version, idx) of the pages of one object, of one version or all."""
+        if version is None:
+            cur = self._con().execute(
+                "SELECT name, version, idx FROM pages WHERE mount = ? AND path = ?", (mount, path)
+            )
+        else:
+            cur = self._con().execute(
+                "SELECT name, version, idx FROM pages WHERE mount = ? AND path = ? AND version = ?",
+                (mount, path, version),
+            )
+        return [(str(n), str(v), int(i)) for n, v, i in cur]
+
+    def names_under(self, mount: str, prefix: str, limit: int) -> list[str]:
+        lo, hi = prefix_bounds(prefix)
+        if hi is None:
+            cur = self._con().execute(
+                "SELECT name FROM pages WHERE mount = ? AND path >= ? LIMIT ?", (mount, lo, limit)
+            )
+        else:
+            cur = self._con().execute(
+                "SELECT name FROM pages WHERE mount = ? AND path >= ? AND path < ? LIMIT ?",
+                (mount, lo, hi, limit),
+            )
+        return [str(n) for (n,) in cur]
+
+    def expired(self, now: float, limit: int) -> list[str]:
+        cur = self._con().execute(
+            "SELECT name FROM pages WHERE expire_time IS NOT NULL AND expire_time <= ? ORDER BY expire_time LIMIT ?",
+            (now, limit),
+        )
+        return [str(n) for (n,) in cur]
+
+    def get_object(self, mount: str, path: str) -> tuple[ObjectInfo, float] | None:
+        row = (
+            self._con()
+            .execute(
+                "SELECT path, etag, size, last_modified, content_type, metadata, parts_count, checked_at"
+                " FROM objects WHERE mount = ? AND path = ?",
+                (mount, path),
+            )
+            .fetchone()
+        )
+        return None if row is None else _info_of(row)
+
+    def objects_due(self, mount: str, now: float, limit: int) -> list[tuple[ObjectInfo, float]]:
+        """Objects of `mount` whose version the stale sweep should confirm with the UFS."""
+        cur = self._con().execute(
+            "SELECT path, etag, size, last_modified, content_type, metadata, parts_count, checked_at"
+            " FROM objects WHERE mount = ? AND revalidate_at IS NOT NULL AND revalidate_at <= ?"
+            " ORDER BY revalidate_at LIMIT ?",
+            (mount, now, limit),
+        )
+        return [_info_of(r) for r in cur]
+
+    def delete_orphan_objects(self) -> int:
+        """Objects rows whose pages are all gone (evicted) are forgotten."""
+        with self.transaction() as txn:
+            cur = txn.con.execute(
+                "DELETE FROM objects WHERE NOT EXISTS (SELECT 1 FROM pages"
+                " WHERE pages.mount = objects.mount AND pages.path = objects.path)"
+            )
+            return cur.rowcount
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for con in self._connections:
+                con.close()
+            self._connections.clear()
+        self._local = threading.local()

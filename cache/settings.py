@@ -1,0 +1,58 @@
+"""The cache's knobs as one value; gateway/config.py builds it from `cache:` in the YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .policy import Rule
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """Sizes in bytes, durations in seconds."""
+
+    dir: str
+    size: int  # hard quota of page bytes (headers included) on disk
+    reserved: int = 0  # bytes left free on the file system
+    page_size: int = MiB
+    metadata_ttl: float = 60.0
+    rules: tuple[Rule, ...] = ()
+    read_ahead: int = 4  # pages fetched ahead of a sequential reader
+    max_merge: int = 16  # most pages one UFS request fills
+    cull_limit: int = 16  # most pages one insert may evict
+    fsync: bool = True  # fsync page files before their row; checksums catch torn pages anyway
+    threads: int = 8  # disk threads
+    writers: int = 8  # page writes in flight at most
+    # When all writers are busy: True makes the fill wait (its UFS stream pauses, every page gets
+    # cached); False serves the page without storing it, so cold reads never wait for a cache
+    # disk slower than the UFS.
+    fill_waits: bool = True
+    max_metadata_entries: int = 100_000
+    max_list_pages: int = 1_000
+    sweep_interval: float = 10.0  # maintenance period: TTL expiry, stale sweep, watermark eviction
+    evict_high: float = 0.95  # background eviction starts above this fraction of `size` ...
+    evict_low: float = 0.90  # ... and stops at this one, so inserts rarely have to evict
+    stale_batch: int = 100  # objects revalidated per mount per sweep
+
+    def __post_init__(self) -> None:
+        for name in (
+            "size",
+            "reserved",
+            "cull_limit",
+            "max_metadata_entries",
+            "max_list_pages",
+            "stale_batch",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"cache.{name} {getattr(self, name)} must not be negative")
+        for name in ("page_size", "max_merge", "threads", "writers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"cache.{name} {getattr(self, name)} must be positive")
+        if self.read_ahead < 0:
+            raise ValueError(f"cache.read_ahead {self.read_ahead} must not be negative")
+        if not 0 < self.evict_low <= self.evict_high <= 1:
+            raise ValueError(
+                f"cache.evict_low {self.evict_low} and evict_high {self.evict_high} need 0 < low <= high <= 1"
+            )

@@ -1,0 +1,594 @@
+"""Page files on local disk, indexed by PageIndex.
+
+Layout under the cache directory:
+
+    index.sqlite3          the index (WAL mode)
+    pages/ab/cd/<name>     one file per page: HEADER + data, name = PageKey.name (hex)
+    tmp/<name>.<pid>.<tid> pages being written
+
+A page file is self-describing: its header holds a magic, the CRC-32 and length of the data and
+the time it was stored. That makes the hit path one thread hop with no index query: open the file
+named by the key, check length and checksum, return the bytes. The version is part of the key, so
+a file that exists holds the right bytes or fails its checksum; it can never hold another version.
+
+Crash ordering (as diskcache's `set`): the data goes to a temporary file, is fsynced, and only
+then, inside the index's write transaction, renamed into place and given its row. A crash leaves
+at worst a file without a row (removed by `recover` at the next start) or, after a power loss
+with fsync off, a torn file under a row (caught by the checksum on read, dropped as `corrupt`).
+Evictions delete the row and unlink the file inside one write transaction, so no writer can put
+the same key back between the two steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+from ufs_adapters.base import ObjectInfo
+
+from .index import PageIndex, PageRow, Txn, Victim
+from .keys import PageKey
+from .policy import Policy
+from .stats import EvictionReason
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# magic, crc32 of the data, length of the data, store time (unix seconds)
+HEADER = struct.Struct("<4sIId")
+MAGIC = b"HPG1"
+TMP_MAX_AGE = 600.0  # a temporary file this old belongs to a writer that died
+DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
+
+
+@dataclass(frozen=True, slots=True)
+class PageMeta:
+    """What the index records about a page besides its key, decided by the rule of its path."""
+
+    nspath: str
+    priority: int
+    ttl: float | None
+    quota_owner: str | None
+    quota: int | None
+    info: ObjectInfo  # the object's metadata, kept so that HEAD after a restart needs no UFS call
+    checked_at: float  # when the UFS last confirmed info.etag
+    max_age: float | None  # revalidate after this (the stale sweep); None: immutable
+
+
+class PageStore:
+    """Page files + index. Construct with `await PageStore.open(...)`; every method that touches the
+    disk runs in the store's own thread pool, never on the event loop."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        capacity: int,
+        page_size: int,
+        reserved: int = 0,
+        cull_limit: int = 16,
+        fsync: bool = True,
+        threads: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if page_size <= 0:
+            raise ValueError(f"page_size {page_size} must be positive")
+        if capacity < 0 or reserved < 0:
+            raise ValueError(f"capacity {capacity} and reserved {reserved} must not be negative")
+        self.directory = os.path.abspath(directory)
+        self.capacity = capacity
+        self.reserved = reserved
+        self.page_size = page_size
+        self.cull_limit = max(1, cull_limit)
+        self.fsync = fsync
+        self.clock = clock
+        self.evictions: Counter[EvictionReason] = Counter({r: 0 for r in EvictionReason})
+        self.used = 0
+        self.pages = 0
+        self.not_stored = 0  # pages that found no room (quota smaller than a page, cull limit reached)
+        self._pages_dir = os.path.join(self.directory, "pages")
+        self._tmp_dir = os.path.join(self.directory, "tmp")
+        self._made_dirs: set[str] = set()
+        # name -> last access; written by reader threads, applied to the index in batches so that
+        # a hit costs no write transaction. Losing some (crash) only blurs the LRU order.
+        self._touches: dict[str, float] = {}
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hoard-pages")
+        self._index: PageIndex | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        directory: str,
+        *,
+        capacity: int,
+        page_size: int,
+        policy: Policy | None = None,
+        reserved: int = 0,
+        cull_limit: int = 16,
+        fsync: bool = True,
+        threads: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> PageStore:
+        store = cls(
+            directory,
+            capacity=capacity,
+            page_size=page_size,
+            reserved=reserved,
+            cull_limit=cull_limit,
+            fsync=fsync,
+            threads=threads,
+            clock=clock,
+        )
+        try:
+            await store._run(store._open_sync, policy)
+        except BaseException:
+            store._executor.shutdown(wait=False)
+            raise
+        return store
+
+    # -- plumbing
+
+    def _run(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    @property
+    def index(self) -> PageIndex:
+        assert self._index is not None, "PageStore used before open()"
+        return self._index
+
+    def file_of(self, name: str) -> str:
+        return os.path.join(self._pages_dir, name[:2], name[2:4], name)
+
+    def _refresh(self, txn: Txn | None = None) -> None:
+        self.used, self.pages = txn.totals() if txn is not None else self.index.totals()
+
+    # -- start-up
+
+    def _open_sync(self, policy: Policy | None) -> None:
+        os.makedirs(self._pages_dir, exist_ok=True)
+        os.makedirs(self._tmp_dir, exist_ok=True)
+        self._index = PageIndex(os.path.join(self.directory, "index.sqlite3"))
+        stored = self.index.setting("page_size")
+        if stored is not None and int(stored) != self.page_size:
+            # Page indexes mean nothing under another page size: start empty.
+            log.warning("cache page size changed from %s to %d; dropping all pages", stored, self.page_size)
+            self._drop_all_sync()
+        self.index.set_setting("page_size", str(self.page_size))
+        if policy is not None and self.index.setting("policy") != policy.fingerprint():
+            self._reapply_sync(policy)
+            self.index.set_setting("policy", policy.fingerprint())
+        self._recover_sync()
+        self._refresh()
+
+    def _drop_all_sync(self) -> None:
+        while names := [n for n, _ in zip(self.index.names_sorted(), range(DROP_BATCH), strict=False)]:
+            self._drop_sync(names, EvictionReason.FREE, count=False)
+
+    def _reapply_sync(self, policy: Policy) -> None:
+        """Rules changed since the pages were stored: recompute each page's priority, expiry and
+        quota owner from its namespace path, and rebuild the quota counters."""
+        rows = self.index.rows_for_policy()
+        with self.index.transaction() as txn:
+            updates = []
+            for name, nspath, store_time in rows:
+                rule = policy.match(nspath)
+                expire = None if rule.ttl is None else store_time + rule.ttl
+                owner = rule.prefix if rule.quota is not None else None
+                updates.append((int(rule.priority), expire, owner, name))
+            txn.con.executemany(
+                "UPDATE pages SET priority = ?, expire_time = ?, quota_owner = ? WHERE name = ?", updates
+            )
+            txn.con.execute("DELETE FROM quota_used")
+            txn.con.execute(
+                "INSERT INTO quota_used SELECT quota_owner, SUM(size) FROM pages"
+                " WHERE quota_owner IS NOT NULL GROUP BY quota_owner"
+            )
+
+    def _files_sorted(self) -> Iterator[str]:
+        for top in sorted(os.listdir(self._pages_dir)):
+            top_dir = os.path.join(self._pages_dir, top)
+            if not os.path.isdir(top_dir):
+                continue
+            for sub in sorted(os.listdir(top_dir)):
+                sub_dir = os.path.join(top_dir, sub)
+                if os.path.isdir(sub_dir):
+                    yield from sorted(os.listdir(sub_dir))
+
+    def _recover_sync(self) -> None:
+        """Make files and rows agree after a crash: remove files without rows, rows without files,
+        and temporary files of dead writers.
+
+        Files and rows are both walked in name order and merged, so memory stays flat. The walk
+        runs outside the write lock (other processes may be writing); each mismatch is confirmed
+        again inside a write transaction, where no writer is between its rename and its row.
+        """
+        now = time.time()
+        for entry in os.scandir(self._tmp_dir):
+            with contextlib.suppress(OSError):
+                if now - entry.stat().st_mtime > TMP_MAX_AGE or not _pid_alive(entry.name):
+                    os.unlink(entry.path)
+        files, rows = self._files_sorted(), self.index.names_sorted()
+        orphans: list[str] = []  # files without rows
+        missing: list[str] = []  # rows without files
+        file, row = next(files, None), next(rows, None)
+        while file is not None or row is not None:
+            if row is None or (file is not None and file < row):
+                orphans.append(file)  # type: ignore[arg-type]
+                file = next(files, None)
+            elif file is None or row < file:
+                missing.append(row)
+                row = next(rows, None)
+            else:
+                file, row = next(files, None), next(rows, None)
+        for batch in _batches(orphans, DROP_BATCH):
+            with self.index.transaction() as txn:
+                for name in batch:
+                    if not txn.exists(name):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(self.file_of(name))
+        for batch in _batches(missing, DROP_BATCH):
+            with self.index.transaction() as txn:
+                gone = [n for n in batch if not os.path.exists(self.file_of(n))]
+                txn.delete(gone)
+        if orphans or missing:
+            log.info(
+                "cache recovery: removed %d orphan files and %d rows without files",
+                len(orphans),
+                len(missing),
+            )
+
+    # -- the hit path
+
+    def read_soon(self, key: PageKey, length: int, ttl: float | None) -> asyncio.Future[bytes | None]:
+        """Start reading a page; the future gives its data, or None if it is not cached.
+
+        Separate from `read` so a reader can start the next page before sending this one.
+        """
+        return self._run(self._read_sync, key, length, ttl)
+
+    async def read(self, key: PageKey, length: int, ttl: float | None = None) -> bytes | None:
+        return await self._run(self._read_sync, key, length, ttl)
+
+    def _read_sync(self, key: PageKey, length: int, ttl: float | None) -> bytes | None:
+        """Data of the page if its file is whole: header magic, length `length`, file size and
+        CRC-32 all agree. A file that fails is dropped (`corrupt`); one older than `ttl` (the
+        current rule's, so a changed rule applies at once) is dropped as `ttl`. Both are misses."""
+        name = key.name
+        path = self.file_of(name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # EIO, EMFILE...: not proof of a bad page; serve from the UFS
+            log.warning("cache page %s unreadable: %r", name, exc)
+            return None
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, HEADER.size, 0)
+            ok = len(head) == HEADER.size and st.st_size == HEADER.size + length
+            if ok:
+                magic, crc, stored_length, store_time = HEADER.unpack(head)
+                ok = magic == MAGIC and stored_length == length
+            if ok:
+                data = os.pread(fd, length, HEADER.size)
+                ok = len(data) == length and zlib.crc32(data) == crc
+        except OSError as exc:
+            log.warning("cache page %s unreadable: %r", name, exc)
+            return None
+        finally:
+            os.close(fd)
+        if not ok:
+            log.warning("cache page %s (%s page %d) is corrupt; dropping it", name, key.path, key.index)
+            self._drop_if_same(name, st.st_ino, EvictionReason.CORRUPT)
+            return None
+        now = self.clock()
+        if ttl is not None and store_time + ttl <= now:
+            self._drop_if_same(name, st.st_ino, EvictionReason.TTL)
+            return None
+        self._touches[name] = now
+        return data
+
+    def _drop_if_same(self, name: str, ino: int, reason: EvictionReason) -> None:
+        """Drop the page only if its file is still the one we read: a writer may have replaced
+        a bad file with a good one in the meantime."""
+        path = self.file_of(name)
+        with self.index.transaction() as txn:
+            try:
+                if os.stat(path).st_ino != ino:
+                    return
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            txn.delete([name])
+            self.evictions[reason] += 1
+            self._refresh(txn)
+
+    async def probe(self, keys: Sequence[PageKey]) -> list[bool]:
+        """Which of `keys` have a page file (not verified; a read still may miss)."""
+        return await self._run(self._probe_sync, keys)
+
+    def _probe_sync(self, keys: Sequence[PageKey]) -> list[bool]:
+        return [os.path.exists(self.file_of(k.name)) for k in keys]
+
+    # -- the fill path
+
+    async def write(self, key: PageKey, data: bytes, meta: PageMeta) -> bool:
+        """Store a page; False if it found no room (it is then simply not cached)."""
+        return await self._run(self._write_sync, key, data, meta)
+
+    def write_soon(self, key: PageKey, data: bytes, meta: PageMeta) -> asyncio.Future[bool]:
+        return self._run(self._write_sync, key, data, meta)
+
+    def _write_sync(self, key: PageKey, data: bytes, meta: PageMeta) -> bool:
+        name = key.name
+        size = HEADER.size + len(data)
+        if size > self.capacity or (meta.quota is not None and size > meta.quota):
+            self.not_stored += 1
+            return False
+        now = self.clock()
+        tmp = os.path.join(self._tmp_dir, f"{name}.{os.getpid()}.{threading.get_ident()}")
+        head = HEADER.pack(MAGIC, zlib.crc32(data), len(data), now)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, head, data)
+            if self.fsync:
+                os.fsync(fd)  # the data is durable before any row can point at it
+        finally:
+            os.close(fd)
+        final = self.file_of(name)
+        renamed = False
+        try:
+            with self.index.transaction() as txn:
+                if txn.exists(name):
+                    return True  # another request stored it first; same key, same bytes
+                self._apply_touches(txn)
+                if not self._make_room(txn, size, meta, now):
+                    self.not_stored += 1
+                    return False
+                parent = os.path.dirname(final)
+                if parent not in self._made_dirs:
+                    os.makedirs(parent, exist_ok=True)
+                    self._made_dirs.add(parent)
+                os.replace(tmp, final)
+                renamed = True
+                txn.insert(
+                    PageRow(
+                        name=name,
+                        mount=key.mount_id,
+                        path=key.path,
+                        version=key.version,
+                        idx=key.index,
+                        nspath=meta.nspath,
+                        size=size,
+                        store_time=now,
+                        expire_time=None if meta.ttl is None else now + meta.ttl,
+                        priority=meta.priority,
+                        quota_owner=meta.quota_owner,
+                    )
+                )
+                txn.upsert_object(key.mount_id, meta.info, meta.checked_at, meta.max_age)
+                self._refresh(txn)
+                return True
+        except BaseException:
+            if renamed:  # the row did not commit: the file must not outlive it
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(final)
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _make_room(self, txn: Txn, size: int, meta: PageMeta, now: float) -> bool:
+        """Evict at most `cull_limit` pages so that `size` more bytes fit the page's quota, the
+        capacity and the reserved free space. A quota only ever evicts its own pages."""
+        budget = self.cull_limit
+        if meta.quota_owner is not None and meta.quota is not None:
+            over = txn.quota_used(meta.quota_owner) + size - meta.quota
+            if over > 0:
+                victims = txn.victims(over, budget, now, quota_owner=meta.quota_owner)
+                self._evict(txn, victims)
+                budget -= len(victims)
+                if sum(v.size for v in victims) < over:
+                    return False
+        used, _ = txn.totals()
+        over = used + size - self.capacity
+        if self.reserved:
+            st = os.statvfs(self.directory)
+            over = max(over, self.reserved - (st.f_bavail * st.f_frsize - size))
+        if over > 0:
+            if budget <= 0:
+                return False
+            victims = txn.victims(over, budget, now)
+            self._evict(txn, victims)
+            if sum(v.size for v in victims) < over:
+                return False
+        return True
+
+    def _evict(self, txn: Txn, victims: Iterable[Victim]) -> None:
+        victims = list(victims)
+        txn.delete(v.name for v in victims)
+        for v in victims:
+            # Inside the transaction: no writer can re-insert this key before the unlink.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.file_of(v.name))
+            self.evictions[v.reason] += 1
+
+    def _apply_touches(self, txn: Txn) -> None:
+        if not self._touches:
+            return
+        touches, self._touches = self._touches, {}
+        txn.touch([(t, n) for n, t in list(touches.items())])
+
+    # -- removal
+
+    def _drop_sync(self, names: Sequence[str], reason: EvictionReason, *, count: bool = True) -> int:
+        dropped = 0
+        with self.index.transaction() as txn:
+            for name in names:
+                if txn.con.execute("DELETE FROM pages WHERE name = ?", (name,)).rowcount:
+                    dropped += 1
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.file_of(name))
+            if count:
+                self.evictions[reason] += dropped
+            self._refresh(txn)
+        return dropped
+
+    async def drop_object(
+        self,
+        mount: str,
+        path: str,
+        reason: EvictionReason,
+        *,
+        version: str | None = None,
+        keep: str | None = None,
+    ) -> int:
+        """Drop the pages of one object: of `version` only, or of every version except `keep`.
+        The object's metadata row goes too unless `keep` is its etag."""
+        return await self._run(self._drop_object_sync, mount, path, reason, version, keep)
+
+    def _drop_object_sync(
+        self, mount: str, path: str, reason: EvictionReason, version: str | None, keep: str | None
+    ) -> int:
+        names = [n for n, v, _ in self.index.object_pages(mount, path, version) if v != keep]
+        dropped = sum(self._drop_sync(batch, reason) for batch in _batches(names, DROP_BATCH))
+        row = self.index.get_object(mount, path)
+        if row is not None and row[0].etag != keep and (version is None or row[0].etag == version):
+            with self.index.transaction() as txn:
+                txn.delete_objects(mount, path)
+        return dropped
+
+    async def drop_prefix(self, mount: str, prefix: str, reason: EvictionReason) -> int:
+        """Drop every page of `mount` whose path starts with `prefix`, in bounded batches."""
+        return await self._run(self._drop_prefix_sync, mount, prefix, reason)
+
+    def _drop_prefix_sync(self, mount: str, prefix: str, reason: EvictionReason) -> int:
+        dropped = 0
+        while names := self.index.names_under(mount, prefix, DROP_BATCH):
+            dropped += self._drop_sync(names, reason)
+        with self.index.transaction() as txn:
+            txn.delete_objects_under(mount, prefix)
+        return dropped
+
+    async def expire(self, limit: int = 10 * DROP_BATCH) -> int:
+        """Drop up to `limit` pages whose TTL has passed."""
+        return await self._run(self._expire_sync, limit)
+
+    def _expire_sync(self, limit: int) -> int:
+        dropped = 0
+        while dropped < limit and (
+            names := self.index.expired(self.clock(), min(DROP_BATCH, limit - dropped))
+        ):
+            dropped += self._drop_sync(names, EvictionReason.TTL)
+        return dropped
+
+    async def shrink(self, target: int, limit: int = 10 * DROP_BATCH) -> int:
+        """Evict in eviction order until at most `target` bytes are used (the background
+        evictor's low watermark), at most `limit` pages."""
+        return await self._run(self._shrink_sync, target, limit)
+
+    def _shrink_sync(self, target: int, limit: int) -> int:
+        evicted = 0
+        while evicted < limit:
+            with self.index.transaction() as txn:
+                self._apply_touches(txn)
+                used, _ = txn.totals()
+                if used <= target:
+                    break
+                victims = txn.victims(used - target, min(DROP_BATCH, limit - evicted), self.clock())
+                if not victims:
+                    break
+                self._evict(txn, victims)
+                evicted += len(victims)
+                self._refresh(txn)
+        return evicted
+
+    # -- housekeeping and queries
+
+    async def flush(self) -> None:
+        """Apply recorded accesses to the index and refresh the counters."""
+        await self._run(self._flush_sync)
+
+    def _flush_sync(self) -> None:
+        with self.index.transaction() as txn:
+            self._apply_touches(txn)
+            self._refresh(txn)
+
+    async def forget_orphan_objects(self) -> int:
+        return await self._run(self.index.delete_orphan_objects)
+
+    async def get_object(self, mount: str, path: str) -> tuple[ObjectInfo, float] | None:
+        return await self._run(self.index.get_object, mount, path)
+
+    async def objects_due(self, mount: str, now: float, limit: int) -> list[tuple[ObjectInfo, float]]:
+        return await self._run(self.index.objects_due, mount, now, limit)
+
+    async def set_checked(
+        self, mount: str, path: str, etag: str, checked_at: float, max_age: float | None
+    ) -> None:
+        await self._run(self._set_checked_sync, mount, path, etag, checked_at, max_age)
+
+    def _set_checked_sync(
+        self, mount: str, path: str, etag: str, checked_at: float, max_age: float | None
+    ) -> None:
+        with self.index.transaction() as txn:
+            txn.set_checked(mount, path, etag, checked_at, max_age)
+
+    async def cached_indexes(self, mount: str, path: str, version: str) -> set[int]:
+        """Page indexes of one object version that the index holds."""
+        rows = await self._run(self.index.object_pages, mount, path, version)
+        return {i for _, _, i in rows}
+
+    async def quota_used(self, owner: str) -> int:
+        return await self._run(self.index.quota_used, owner)
+
+    async def aclose(self) -> None:
+        if self._index is not None:
+            with contextlib.suppress(Exception):
+                await self.flush()
+            await self._run(self._index.close)
+        self._executor.shutdown(wait=True)
+
+
+def _write_all(fd: int, head: bytes, data: bytes) -> None:
+    written = os.writev(fd, [head, data])
+    total = len(head) + len(data)
+    if written < total:  # short writes are rare (signals, full disk); finish from a view
+        view = memoryview(head + data)
+        while written < total:
+            written += os.write(fd, view[written:])
+
+
+def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _pid_alive(tmp_name: str) -> bool:
+    """Whether the writer of a temporary file (`<name>.<pid>.<tid>`) still runs."""
+    try:
+        pid = int(tmp_name.split(".")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

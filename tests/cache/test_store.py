@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cache.keys import PageKey
+from cache.policy import Policy, Priority, Rule
+from cache.stats import EvictionReason
+from cache.store import HEADER, PageMeta, PageStore
+from tests.cache.helpers import Clock
+from ufs_adapters.base import ObjectInfo
+
+P = 1000  # data bytes per test page
+FILE = HEADER.size + P  # bytes each page costs
+
+
+def meta(nspath: str = "/m/x", *, priority: Priority = Priority.MEDIUM, ttl: float | None = None,
+         quota_owner: str | None = None, quota: int | None = None) -> PageMeta:  # fmt: skip
+    info = ObjectInfo(path=nspath, size=10 * P, etag="e1", last_modified=datetime(2024, 1, 1, tzinfo=UTC))
+    return PageMeta(nspath, int(priority), ttl, quota_owner, quota, info, 0.0, 60.0)
+
+
+def key(path: str, index: int = 0) -> PageKey:
+    return PageKey("m", path, "e1", index)
+
+
+async def open_store(tmp_path: Path, clock: Clock, capacity: int = 100 * FILE, **kw: object) -> PageStore:
+    return await PageStore.open(
+        str(tmp_path / "c"),
+        capacity=capacity,
+        page_size=P,
+        clock=clock,
+        fsync=True,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_write_read_roundtrip_and_counters(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, Clock())
+    data = os.urandom(P)
+    assert await store.write(key("a"), data, meta()) is True
+    assert await store.write(key("a"), data, meta()) is True  # idempotent
+    assert await store.read(key("a"), P) == data
+    assert await store.read(key("b"), P) is None
+    assert (store.used, store.pages) == (FILE, 1)
+    assert await store.probe([key("a"), key("b")]) == [True, False]
+    await store.aclose()
+
+
+async def test_read_with_wrong_expected_length_is_corrupt(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, Clock())
+    await store.write(key("a"), b"x" * P, meta())
+    assert await store.read(key("a"), P - 1) is None
+    assert store.evictions[EvictionReason.CORRUPT] == 1 and store.pages == 0
+    await store.aclose()
+
+
+async def test_eviction_order_expired_then_low_medium_high_then_lru(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await open_store(tmp_path, clock, capacity=6 * FILE)
+    pages = [
+        ("high-old", Priority.HIGH, None),
+        ("med-old", Priority.MEDIUM, None),
+        ("low-new", Priority.LOW, None),
+        ("med-new", Priority.MEDIUM, None),
+        ("high-ttl", Priority.HIGH, 5.0),
+        ("low-touched", Priority.LOW, None),
+    ]
+    for name, prio, ttl in pages:
+        clock.advance(1)
+        await store.write(key(name), b"x" * P, meta(priority=prio, ttl=ttl))
+    clock.advance(1)
+    assert await store.read(key("low-touched"), P) is not None  # most recently used LOW
+    clock.advance(10)  # high-ttl expires
+    order = []
+    for i in range(6):
+        await store.write(key(f"new{i}"), b"y" * P, meta(priority=Priority.HIGH))
+        present = await store.probe([key(n) for n, _, _ in pages])
+        gone = [n for (n, _, _), p in zip(pages, present, strict=True) if not p and n not in order]
+        order.extend(gone)
+    assert order == ["high-ttl", "low-new", "low-touched", "med-old", "med-new", "high-old"]
+    assert store.evictions[EvictionReason.TTL] == 1 and store.evictions[EvictionReason.CAPACITY] == 5
+    assert store.used == 6 * FILE
+    await store.aclose()
+
+
+async def test_quota_evicts_only_its_own_pages(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, Clock())
+    for i in range(5):
+        await store.write(key(f"other{i}"), b"o" * P, meta("/m/other"))
+    quota = meta("/m/q/x", quota_owner="/m/q/", quota=3 * FILE)
+    for i in range(10):
+        assert await store.write(key(f"q{i}"), b"q" * P, quota)
+    assert await store.quota_used("/m/q/") == 3 * FILE
+    assert await store.probe([key(f"q{i}") for i in range(10)]) == [False] * 7 + [True] * 3
+    assert all(await store.probe([key(f"other{i}") for i in range(5)]))
+    assert store.evictions[EvictionReason.QUOTA] == 7
+    # A page larger than its quota is not stored and evicts nothing.
+    assert not await store.write(key("big"), b"b" * P, meta("/m/t", quota_owner="/m/t/", quota=10))
+    assert store.pages == 8
+    await store.aclose()
+
+
+async def test_capacity_smaller_than_a_page_stores_nothing(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, Clock(), capacity=P)
+    assert not await store.write(key("a"), b"a" * P, meta())
+    assert store.pages == 0 and store.not_stored == 1
+    await store.aclose()
+
+
+async def test_cull_is_bounded_per_insert(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, Clock(), capacity=10 * FILE, cull_limit=2)
+    for i in range(10):
+        await store.write(key(f"s{i}"), b"s" * 10, meta())  # small pages
+    for i in range(10):
+        await store.write(key(f"full{i}"), b"f" * P, meta())
+    # Evicting two small pages never makes room for a full one: bounded, so the insert gives up.
+    used = store.used
+    assert used <= 10 * FILE
+    await store.shrink(5 * FILE)
+    assert store.used <= 5 * FILE
+    await store.aclose()
+
+
+async def test_reserved_free_space_is_kept(tmp_path: Path) -> None:
+    st = os.statvfs(tmp_path)
+    disk = st.f_blocks * st.f_frsize  # more than can ever be free
+    store = await open_store(tmp_path, Clock(), capacity=100 * FILE, reserved=disk)
+    assert not await store.write(key("a"), b"a" * P, meta())
+    await store.aclose()
+
+
+async def test_page_size_change_starts_empty(tmp_path: Path) -> None:
+    clock = Clock()
+    store = await open_store(tmp_path, clock)
+    await store.write(key("a"), b"a" * P, meta())
+    await store.aclose()
+    store = await PageStore.open(str(tmp_path / "c"), capacity=100 * FILE, page_size=2 * P, clock=clock)
+    assert store.pages == 0 and store.used == 0
+    assert not any(files for _, _, files in os.walk(tmp_path / "c" / "pages"))
+    await store.aclose()
+
+
+async def test_rule_change_reapplies_priority_ttl_and_quota(tmp_path: Path) -> None:
+    clock = Clock()
+    path = str(tmp_path / "c")
+    policy = Policy([], metadata_ttl=60)
+    store = await PageStore.open(path, capacity=100 * FILE, page_size=P, clock=clock, policy=policy)
+    for i in range(4):
+        await store.write(key(f"q{i}"), b"q" * P, meta("/m/q/x"))
+    await store.aclose()
+    policy = Policy([Rule("/m/q", quota=2 * FILE, ttl=5, priority=Priority.LOW)], metadata_ttl=60)
+    store = await PageStore.open(path, capacity=100 * FILE, page_size=P, clock=clock, policy=policy)
+    assert await store.quota_used("/m/q/") == 4 * FILE
+    clock.advance(6)
+    assert await store.expire() == 4
+    await store.aclose()
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+async def test_files_and_rows_survive_reopen(tmp_path: Path, fsync: bool) -> None:
+    clock = Clock()
+    path = str(tmp_path / "c")
+    store = await PageStore.open(path, capacity=100 * FILE, page_size=P, clock=clock, fsync=fsync)
+    await store.write(key("a", 3), b"z" * P, meta("/m/a"))
+    await store.aclose()
+    store = await PageStore.open(path, capacity=100 * FILE, page_size=P, clock=clock, fsync=fsync)
+    assert await store.read(key("a", 3), P) == b"z" * P
+    assert await store.cached_indexes("m", "a", "e1") == {3}
+    row = await store.get_object("m", "/m/a")  # meta() names the object by its nspath
+    assert row is not None and row[0].etag == "e1"
+    await store.aclose()
+
+
+async def test_two_stores_share_one_directory(tmp_path: Path) -> None:
+    """Two gateway processes on one cache directory: separate locks, one SQLite file."""
+    clock = Clock()
+    a = await open_store(tmp_path, clock, capacity=30 * FILE)
+    b = await open_store(tmp_path, clock, capacity=30 * FILE)
+    results = await asyncio.gather(
+        *(s.write(key(f"k{i}"), bytes([i]) * P, meta()) for i in range(40) for s in (a, b))
+    )
+    assert all(results)
+    await a.flush()
+    await b.flush()
+    assert a.used == b.used <= 30 * FILE and a.pages == b.pages
+    stored = [await a.read(key(f"k{i}"), P) for i in range(40)]
+    assert all(d is None or d == bytes([i]) * P for i, d in enumerate(stored))
+    assert sum(d is not None for d in stored) == a.pages
+    await a.aclose()
+    await b.aclose()
