@@ -172,6 +172,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         http="httptools",
         lifespan="on",
         log_level="warning",
+        server_header=False,  # the S3 endpoint sends its own
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
     )

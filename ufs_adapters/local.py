@@ -696,7 +696,9 @@ class LocalAdapter:
                 continue  # the whole subtree sorts at or before start_after
             child = os.path.join(path, entry.name)
             if rollup and len(key) > len(prefix):
-                if key > after and self._holds_objects(child):
+                # Top-level folders are listed even when empty: under a root mount they are the
+                # buckets (never pruned), and ListBuckets reads them from this listing.
+                if key > after and (not rel or self._holds_objects(child)):
                     yield key, None
                 continue
             yield from self._walk(key, child, prefix, after, rollup, seen)

@@ -1,8 +1,8 @@
 """The request body as handlers read it: ASGI receive → aws-chunked decoding → verification.
 
 Verification (payload SHA-256, Content-MD5, x-amz-checksum-* headers or trailers, length) runs when
-the stream is exhausted, before the consumer's `async for` ends: a writer that commits only after a
-clean end of the stream therefore never commits a body that did not match.
+the stream is exhausted, before the last chunk is handed on: a writer that commits only after a
+clean end of the stream, or after its declared size, never commits a body that did not match.
 """
 
 from __future__ import annotations
@@ -47,7 +47,14 @@ async def _verified(req: S3Request, auth: AuthResult, object_checksum: bool) -> 
     req.verifier = verifier
     raw = _received(req.receive, req.resource)
     source = decode(raw, decoder) if decoder is not None else raw
+    # One chunk is held back until the stream has ended and verified, so even a consumer that stops
+    # reading once it has `size` bytes cannot receive the whole of a body that fails verification.
+    pending: bytes | None = None
     async for chunk in source:
         verifier.update(chunk)
-        yield chunk
+        if pending is not None:
+            yield pending
+        pending = chunk
     verifier.verify(decoder.trailers if decoder is not None else None)
+    if pending is not None:
+        yield pending

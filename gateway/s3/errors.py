@@ -197,13 +197,26 @@ def from_exception(exc: BaseException, *, resource: str = "", request_id: str = 
     return S3Error(INTERNAL_ERROR, resource=resource)
 
 
+def xml_text(text: str) -> str:
+    """XML 1.0 cannot carry control characters other than tab, newline and carriage return (keys
+    may hold them): they are written as `\\xNN` so the document stays well-formed."""
+    if text.isprintable():
+        return text
+    return "".join(c if _xml_char(c) else f"\\x{ord(c):02x}" for c in text)
+
+
+def _xml_char(c: str) -> bool:
+    n = ord(c)
+    return c in "\t\n\r" or 0x20 <= n <= 0xD7FF or 0xE000 <= n <= 0xFFFD or n >= 0x10000
+
+
 def render(err: S3Error, request_id: str) -> bytes:
     """The S3 error document: <Error><Code/><Message/><Resource/><RequestId/></Error>."""
     root = etree.Element("Error")
     etree.SubElement(root, "Code").text = err.code
-    etree.SubElement(root, "Message").text = err.message
+    etree.SubElement(root, "Message").text = xml_text(err.message)
     for name, value in err.extra.items():
-        etree.SubElement(root, name).text = value
-    etree.SubElement(root, "Resource").text = err.resource
+        etree.SubElement(root, name).text = xml_text(value)
+    etree.SubElement(root, "Resource").text = xml_text(err.resource)
     etree.SubElement(root, "RequestId").text = request_id
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))

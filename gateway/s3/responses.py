@@ -38,8 +38,9 @@ class S3Response:
         headers.extend(extra)
         body = self.body
         if isinstance(body, bytes):
-            if self.length is None:
-                headers.append((b"content-length", str(len(body)).encode()))
+            # A HEAD (or empty range) announces the object's length but sends no bytes.
+            length = len(body) if self.length is None else self.length
+            headers.append((b"content-length", str(length).encode()))
             await send({"type": "http.response.start", "status": self.status, "headers": headers})
             self.started = True
             await send({"type": "http.response.body", "body": b"" if head else body})

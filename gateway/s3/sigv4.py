@@ -439,7 +439,7 @@ def _check_signature(
             "AWSAccessKeyId": credential.access_key,
             "StringToSign": string_to_sign,
             "SignatureProvided": signature,
-            "CanonicalRequest": _xml_safe(canonical),
+            "CanonicalRequest": canonical,
         },
     )
 
@@ -591,8 +591,3 @@ def _aware(when: datetime) -> datetime:
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _xml_safe(text: str) -> str:
-    """Error documents are XML 1.0: control characters other than tab and newline cannot appear."""
-    return "".join(c if c >= " " or c in "\t\n" else f"\\x{ord(c):02x}" for c in text)

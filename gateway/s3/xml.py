@@ -10,7 +10,7 @@ from urllib.parse import quote
 from lxml import etree
 
 from gateway.s3 import errors
-from gateway.s3.errors import S3Error
+from gateway.s3.errors import S3Error, xml_text
 from gateway.s3.request import iso8601
 from ufs_adapters.base import ObjectInfo, PartInfo, UploadInfo
 
@@ -29,7 +29,7 @@ def _root(tag: str) -> etree._Element:
 def _sub(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
     el = etree.SubElement(parent, tag)
     if text is not None:
-        el.text = text
+        el.text = xml_text(text)
     return el
 
 

@@ -43,7 +43,10 @@ class Gateway:
             self.proc.wait()
 
 
-def s3_client(endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **config: Any) -> Any:
+def s3_client(
+    endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **config: Any
+) -> Any:
+    config.setdefault("signature_version", "s3v4")
     cfg = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config)
     return boto3.client(
         "s3",
@@ -59,7 +62,9 @@ def hoard_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"]
 
 
-def start_gateway(tmp: Path, *, mounts: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> Gateway:
+def start_gateway(
+    tmp: Path, *, mounts: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None
+) -> Gateway:
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -81,7 +86,9 @@ def launch(config_path: Path, data: Path, port: int) -> Gateway:
     log_path = config_path.with_suffix(".log")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOARD_")}
     with log_path.open("ab") as log:
-        proc = subprocess.Popen([*hoard_command(), "serve", "--config", str(config_path)], stdout=log, stderr=log, env=env)
+        proc = subprocess.Popen(
+            [*hoard_command(), "serve", "--config", str(config_path)], stdout=log, stderr=log, env=env
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{endpoint}/_hoard/health", proc=proc)
@@ -106,7 +113,9 @@ def moto_bucket(moto_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_gateway(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str, moto_bucket: str) -> Iterator[Gateway]:
+def s3_gateway(
+    tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str, moto_bucket: str
+) -> Iterator[Gateway]:
     """A gateway whose bucket `s3` is a moto bucket (under a prefix, to exercise the mapping)."""
     mount = {
         "path": "/s3",
@@ -157,7 +166,9 @@ def aws_cli() -> str:
     raise RuntimeError("the aws CLI is not installed: run the test command from the README (it installs it)")
 
 
-def run_aws(gw: Gateway, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_aws(
+    gw: Gateway, *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -169,8 +180,14 @@ def run_aws(gw: Gateway, *args: str, check: bool = True, timeout: float = 300) -
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     }
     proc = subprocess.run(
-        [aws_cli(), "--endpoint-url", gw.endpoint, *args], env=env, capture_output=True, text=True, timeout=timeout
+        [aws_cli(), "--endpoint-url", gw.endpoint, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"aws {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"aws {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc

@@ -10,7 +10,15 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, Gateway, hoard_command, launch, s3_client, start_gateway
+from tests.e2e.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    Gateway,
+    hoard_command,
+    launch,
+    s3_client,
+    start_gateway,
+)
 
 
 def hoard(gw: Gateway, *args: str, secret: str = SECRET_KEY) -> subprocess.CompletedProcess[str]:
@@ -47,7 +55,9 @@ def test_mount_add_is_live_and_survives_restart(tmp_path: Path, moto_endpoint: s
         assert out.returncode == 0, out.stderr
         assert gw.client().get_object(Bucket="ext", Key="shard-0")["Body"].read() == b"shard zero"
         listed = hoard(gw, "mount", "list")
-        assert listed.returncode == 0 and "/ext" in listed.stdout and "s3://runtime-mount/train" in listed.stdout
+        assert (
+            listed.returncode == 0 and "/ext" in listed.stdout and "s3://runtime-mount/train" in listed.stdout
+        )
         assert "testing" not in listed.stdout.replace("s3a", "")  # secrets are redacted
         gw.stop()
         gw = launch(gw.config_path, gw.data_dir, int(gw.endpoint.rsplit(":", 1)[1]))
@@ -63,8 +73,19 @@ def test_mount_add_is_live_and_survives_restart(tmp_path: Path, moto_endpoint: s
 def test_mount_add_checks_the_ufs(tmp_path: Path, moto_endpoint: str) -> None:
     gw = start_gateway(tmp_path)
     try:
-        out = hoard(gw, "mount", "add", "/bad", "s3://no-such-bucket-anywhere", "--option", f"endpoint_url={moto_endpoint}",
-                    "--option", "access_key_id=testing", "--option", "secret_access_key=testing")
+        out = hoard(
+            gw,
+            "mount",
+            "add",
+            "/bad",
+            "s3://no-such-bucket-anywhere",
+            "--option",
+            f"endpoint_url={moto_endpoint}",
+            "--option",
+            "access_key_id=testing",
+            "--option",
+            "secret_access_key=testing",
+        )
         assert out.returncode != 0 and out.stderr.strip()
         out = hoard(gw, "mount", "add", "/local", f"file://{tmp_path}/does-not-exist")
         assert out.returncode != 0 and out.stderr.strip()
@@ -87,8 +108,13 @@ def test_health_ready_metrics(local_gateway: Gateway) -> None:
 def test_serve_with_bad_config_prints_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("cache:\n  size: 10XB\n")
-    out = subprocess.run([*hoard_command(), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30,
-                         env={k: v for k, v in os.environ.items() if not k.startswith("HOARD_")})
+    out = subprocess.run(
+        [*hoard_command(), "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HOARD_")},
+    )
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cache.size" in lines[0]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,19 +32,41 @@ def _snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def signed(gw: Gateway, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> httpx.Response:
-    """Send a correctly signed request with any path/body, bypassing boto3's own validation."""
+@dataclass
+class Reply:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+def signed(
+    gw: Gateway, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> Reply:
+    """Send a correctly signed request with any path/body, bypassing boto3's validation. http.client
+    sends the path exactly as given (httpx would normalise dot segments)."""
     url = gw.endpoint + path
-    req = AWSRequest(method, url, data=body, headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest(), **(headers or {})})
+    req = AWSRequest(
+        method,
+        url,
+        data=body,
+        headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest(), **(headers or {})},
+    )
     S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(req)
-    with httpx.Client() as client:
-        prepared = client.build_request(method, url, content=body, headers=dict(req.headers.items()))
-        # Keep the path exactly as signed (httpx would normalise dot segments).
-        prepared.url = prepared.url.copy_with(raw_path=path.encode())
-        return client.send(prepared)
+    host, port = gw.endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=dict(req.headers.items()))
+        resp = conn.getresponse()
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
 
 
-def _assert_s3_error(r: httpx.Response, code: str, status: int) -> None:
+def _assert_s3_error(r: Reply | httpx.Response, code: str, status: int) -> None:
     assert r.status_code == status, r.text
     doc = etree.fromstring(r.content)
     assert doc.tag == "Error"
@@ -65,7 +89,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Gateway:
 
 @pytest.mark.parametrize(
     "key",
-    ["../outside.txt", "a/../../outside.txt", "..", "a/./b", "a//b", "%2e%2e/outside.txt", ".hoard-tmp-x", "x/.hoard-uploads/y"],
+    [
+        "../outside.txt",
+        "a/../../outside.txt",
+        "..",
+        "a/./b",
+        "a//b",
+        "%2e%2e/outside.txt",
+        ".hoard-tmp-x",
+        "x/.hoard-uploads/y",
+    ],
 )
 def test_traversal_keys_are_rejected(gw: Gateway, key: str) -> None:
     before = _snapshot(gw.data_dir.parent)
@@ -118,7 +151,8 @@ def test_key_too_long(gw: Gateway) -> None:
 
 def test_wrong_payload_hash(gw: Gateway) -> None:
     url = gw.endpoint + "/victim/hash"
-    req = AWSRequest("PUT", url, data=b"abc", headers={"x-amz-content-sha256": hashlib.sha256(b"xyz").hexdigest()})
+    # Signed for the body "xyz" (botocore puts its SHA-256 in x-amz-content-sha256), sent with "abc".
+    req = AWSRequest("PUT", url, data=b"xyz")
     S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(req)
     r = httpx.put(url, content=b"abc", headers=dict(req.headers.items()))
     _assert_s3_error(r, "XAmzContentSHA256Mismatch", 400)
@@ -149,7 +183,9 @@ def test_skewed_clock(gw: Gateway) -> None:
 def _raw_put(gw: Gateway, path: str, declared: int, sent: bytes) -> None:
     """A signed PUT whose connection closes after `sent` bytes of a `declared`-byte body."""
     url = gw.endpoint + path
-    req = AWSRequest("PUT", url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "Content-Length": str(declared)})
+    req = AWSRequest(
+        "PUT", url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "Content-Length": str(declared)}
+    )
     S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(req)
     host, port = gw.endpoint.removeprefix("http://").split(":")
     head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in req.headers.items()) + "\r\n"
@@ -191,26 +227,69 @@ def test_anonymous_and_garbage_auth(gw: Gateway) -> None:
 METHODS = st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH", "OPTIONS"])
 SEGMENT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 QUERY_KEYS = st.sampled_from(
-    ["uploads", "uploadId", "partNumber", "list-type", "delete", "prefix", "max-keys", "continuation-token",
-     "marker", "delimiter", "encoding-type", "location", "acl", "tagging", "versionId", "x", "start-after"]
+    [
+        "uploads",
+        "uploadId",
+        "partNumber",
+        "list-type",
+        "delete",
+        "prefix",
+        "max-keys",
+        "continuation-token",
+        "marker",
+        "delimiter",
+        "encoding-type",
+        "location",
+        "acl",
+        "tagging",
+        "versionId",
+        "x",
+        "start-after",
+    ]
 )
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     method=METHODS,
     bucket=st.one_of(st.just("victim"), st.just("nosuch"), SEGMENT),
     key=st.lists(SEGMENT, max_size=3).map("/".join),
-    query=st.dictionaries(QUERY_KEYS, st.one_of(st.just(""), SEGMENT, st.integers(-5, 20000).map(str)), max_size=3),
+    query=st.dictionaries(
+        QUERY_KEYS, st.one_of(st.just(""), SEGMENT, st.integers(-5, 20000).map(str)), max_size=3
+    ),
     headers=st.dictionaries(
-        st.sampled_from(["range", "content-md5", "x-amz-copy-source", "if-match", "if-modified-since", "content-type",
-                         "x-amz-checksum-crc32", "x-amz-metadata-directive", "x-amz-copy-source-range", "x-amz-meta-a"]),
+        st.sampled_from(
+            [
+                "range",
+                "content-md5",
+                "x-amz-copy-source",
+                "if-match",
+                "if-modified-since",
+                "content-type",
+                "x-amz-checksum-crc32",
+                "x-amz-metadata-directive",
+                "x-amz-copy-source-range",
+                "x-amz-meta-a",
+            ]
+        ),
         st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
         max_size=3,
     ),
     body=st.binary(max_size=300),
 )
-def test_fuzz_never_500(gw: Gateway, method: str, bucket: str, key: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> None:
+def test_fuzz_never_500(
+    gw: Gateway,
+    method: str,
+    bucket: str,
+    key: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: bytes,
+) -> None:
     from urllib.parse import quote, urlencode
 
     path = "/" + quote(bucket, safe="") + ("/" + quote(key, safe="/") if key else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def test_aws_cli_sync_ls_rm(target: Target, tmp_path: Path) -> None:
         p = tree / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(body)
+        # Files older than their upload, as in real use: S3's LastModified has second precision,
+        # so a file written in the same second as its upload would look newer to `sync`.
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
     prefix = f"sync-{uuid.uuid4().hex[:8]}"
     url = f"s3://{target.bucket}/{prefix}/"
     run_aws(target.gateway, "s3", "sync", str(tree), url)

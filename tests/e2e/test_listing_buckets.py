@@ -67,10 +67,12 @@ def test_list_v1_markers_and_url_encoding(target: Target) -> None:
     keys = [o["Key"] for o in out["Contents"]]
     marker = out.get("NextMarker", keys[-1])
     rest = s3.list_objects(Bucket=target.bucket, Prefix=base, Marker=marker)
-    assert keys + [o["Key"] for o in rest["Contents"]] == sorted((base + k for k in KEYS), key=lambda k: k.encode())
-    # boto3 asks for encoding-type=url and decodes it; the raw XML must carry encoded keys.
+    assert keys + [o["Key"] for o in rest["Contents"]] == sorted(
+        (base + k for k in KEYS), key=lambda k: k.encode()
+    )
+    # Asked for explicitly, encoding-type=url comes back undecoded by boto3: the XML carries encoded keys.
     raw = s3.list_objects_v2(Bucket=target.bucket, Prefix=base + "é", EncodingType="url")
-    assert [o["Key"] for o in raw["Contents"]] == [base + "é"]
+    assert [o["Key"] for o in raw["Contents"]] == [base + "%C3%A9"]
 
 
 def test_max_keys_zero_and_bad_arguments(target: Target) -> None:
@@ -124,9 +126,14 @@ def test_virtual_host_style(local_gateway: Gateway) -> None:
     from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY
 
     port = local_gateway.endpoint.rsplit(":", 1)[1]
-    req = AWSRequest("GET", f"http://vhost.s3.hoard.test:{port}/dir/k", headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    req = AWSRequest(
+        "GET",
+        f"http://vhost.s3.hoard.test:{port}/dir/k",
+        headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
+    )
     S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(req)
-    r = httpx.get(f"{local_gateway.endpoint}/dir/k", headers=dict(req.headers.items()))
+    headers = {**dict(req.headers.items()), "host": f"vhost.s3.hoard.test:{port}"}
+    r = httpx.get(f"{local_gateway.endpoint}/dir/k", headers=headers)
     assert r.status_code == 200 and r.content == b"virtual"
 
 

@@ -23,15 +23,21 @@ def test_multipart_full_cycle(target: Target) -> None:
     s3 = target.client()
     key = f"mp-{uuid.uuid4().hex[:8]}/big.bin"
     parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(123)]
-    upload = s3.create_multipart_upload(Bucket=target.bucket, Key=key, ContentType="application/x-test", Metadata={"m": "1"})
+    upload = s3.create_multipart_upload(
+        Bucket=target.bucket, Key=key, ContentType="application/x-test", Metadata={"m": "1"}
+    )
     uid = upload["UploadId"]
     listed = s3.list_multipart_uploads(Bucket=target.bucket, Prefix=key)
     assert [u["UploadId"] for u in listed.get("Uploads", [])] == [uid]
     etags = []
     for i, body in enumerate(parts, 1):
-        etags.append(s3.upload_part(Bucket=target.bucket, Key=key, UploadId=uid, PartNumber=i, Body=body)["ETag"])
+        etags.append(
+            s3.upload_part(Bucket=target.bucket, Key=key, UploadId=uid, PartNumber=i, Body=body)["ETag"]
+        )
     # A retried part replaces the first attempt.
-    etags[1] = s3.upload_part(Bucket=target.bucket, Key=key, UploadId=uid, PartNumber=2, Body=parts[1])["ETag"]
+    etags[1] = s3.upload_part(Bucket=target.bucket, Key=key, UploadId=uid, PartNumber=2, Body=parts[1])[
+        "ETag"
+    ]
     got_parts = s3.list_parts(Bucket=target.bucket, Key=key, UploadId=uid)["Parts"]
     assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in got_parts] == [
         (i, e, len(b)) for i, (e, b) in enumerate(zip(etags, parts, strict=True), 1)
@@ -45,7 +51,11 @@ def test_multipart_full_cycle(target: Target) -> None:
     assert out["ETag"] == _aws_etag(parts)
     got = s3.get_object(Bucket=target.bucket, Key=key)
     assert got["Body"].read() == b"".join(parts)
-    assert got["ETag"] == out["ETag"] and got["ContentType"] == "application/x-test" and got["Metadata"] == {"m": "1"}
+    assert (
+        got["ETag"] == out["ETag"]
+        and got["ContentType"] == "application/x-test"
+        and got["Metadata"] == {"m": "1"}
+    )
     head = s3.head_object(Bucket=target.bucket, Key=key)
     assert head["ETag"] == out["ETag"]
     with pytest.raises(ClientError) as exc:
@@ -62,7 +72,9 @@ def test_multipart_errors(target: Target) -> None:
 
     def complete(parts: list[dict[str, object]]) -> str:
         with pytest.raises(ClientError) as exc:
-            s3.complete_multipart_upload(Bucket=target.bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts})
+            s3.complete_multipart_upload(
+                Bucket=target.bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts}
+            )
         return str(exc.value.response["Error"]["Code"])
 
     assert complete([{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]) == "InvalidPartOrder"
@@ -71,8 +83,12 @@ def test_multipart_errors(target: Target) -> None:
     assert complete([{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]) == "EntityTooSmall"
     s3.abort_multipart_upload(Bucket=target.bucket, Key=key, UploadId=uid)
     with pytest.raises(ClientError) as exc:
-        s3.upload_part(Bucket=target.bucket, Key=key, UploadId=uid, PartNumber=1, Body=b"x")
+        s3.list_parts(Bucket=target.bucket, Key=key, UploadId=uid)
     assert exc.value.response["Error"]["Code"] == "NoSuchUpload"
+    if target.kind == "local":  # moto answers an UploadPart to an aborted upload with a 500
+        with pytest.raises(ClientError) as exc:
+            s3.upload_part(Bucket=target.bucket, Key=key, UploadId=uid, PartNumber=1, Body=b"x")
+        assert exc.value.response["Error"]["Code"] == "NoSuchUpload"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=target.bucket, Key=key)
 

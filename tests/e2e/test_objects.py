@@ -28,7 +28,11 @@ def test_put_get_head_round_trip(target: Target) -> None:
     key = _key("hello €.txt")
     body = os.urandom(300_000)
     put = s3.put_object(
-        Bucket=target.bucket, Key=key, Body=body, ContentType="text/x-test", Metadata={"team": "vision", "n": "1"}
+        Bucket=target.bucket,
+        Key=key,
+        Body=body,
+        ContentType="text/x-test",
+        Metadata={"team": "vision", "n": "1"},
     )
     got = s3.get_object(Bucket=target.bucket, Key=key)
     data = got["Body"].read()
@@ -54,7 +58,12 @@ def test_zero_byte_object(target: Target) -> None:
 
 @pytest.mark.parametrize(
     ("rng", "start", "end"),
-    [("bytes=0-99", 0, 100), ("bytes=1000-", 1000, 5000), ("bytes=-10", 4990, 5000), ("bytes=4000-9999", 4000, 5000)],
+    [
+        ("bytes=0-99", 0, 100),
+        ("bytes=1000-", 1000, 5000),
+        ("bytes=-10", 4990, 5000),
+        ("bytes=4000-9999", 4000, 5000),
+    ],
 )
 def test_ranges(target: Target, rng: str, start: int, end: int) -> None:
     s3 = target.client()
@@ -104,7 +113,12 @@ def test_response_overrides_and_presigned_url(target: Target) -> None:
     s3.put_object(Bucket=target.bucket, Key=key, Body=body)
     url = s3.generate_presigned_url(
         "get_object",
-        Params={"Bucket": target.bucket, "Key": key, "ResponseContentType": "image/png", "ResponseCacheControl": "no-cache"},
+        Params={
+            "Bucket": target.bucket,
+            "Key": key,
+            "ResponseContentType": "image/png",
+            "ResponseCacheControl": "no-cache",
+        },
         ExpiresIn=60,
     )
     r = httpx.get(url)
@@ -156,11 +170,17 @@ def test_copy_object(target: Target) -> None:
     s3 = target.client()
     src = _key("src name+€")
     dst = _key("dst")
-    etag = s3.put_object(Bucket=target.bucket, Key=src, Body=b"payload", Metadata={"a": "1"}, ContentType="text/plain")["ETag"]
+    etag = s3.put_object(
+        Bucket=target.bucket, Key=src, Body=b"payload", Metadata={"a": "1"}, ContentType="text/plain"
+    )["ETag"]
     out = s3.copy_object(Bucket=target.bucket, Key=dst, CopySource={"Bucket": target.bucket, "Key": src})
     assert out["CopyObjectResult"]["ETag"] == etag
     got = s3.get_object(Bucket=target.bucket, Key=dst)
-    assert got["Body"].read() == b"payload" and got["Metadata"] == {"a": "1"} and got["ContentType"] == "text/plain"
+    assert (
+        got["Body"].read() == b"payload"
+        and got["Metadata"] == {"a": "1"}
+        and got["ContentType"] == "text/plain"
+    )
     s3.copy_object(
         Bucket=target.bucket,
         Key=dst,
@@ -172,7 +192,12 @@ def test_copy_object(target: Target) -> None:
     head = s3.head_object(Bucket=target.bucket, Key=dst)
     assert head["Metadata"] == {"b": "2"} and head["ContentType"] == "application/json"
     with pytest.raises(ClientError) as exc:
-        s3.copy_object(Bucket=target.bucket, Key=dst, CopySource={"Bucket": target.bucket, "Key": src}, CopySourceIfMatch='"nope"')
+        s3.copy_object(
+            Bucket=target.bucket,
+            Key=dst,
+            CopySource={"Bucket": target.bucket, "Key": src},
+            CopySourceIfMatch='"nope"',
+        )
     assert _code(exc) == ("PreconditionFailed", 412)
     with pytest.raises(ClientError) as exc:
         s3.copy_object(Bucket=target.bucket, Key=src, CopySource={"Bucket": target.bucket, "Key": src})
@@ -191,15 +216,28 @@ def test_copy_and_upload_part_copy_between_backends(s3_gateway: Gateway) -> None
     assert got["Body"].read() == body and got["Metadata"] == {"k": "v"}
     upload = s3.create_multipart_upload(Bucket="s3", Key=key + ".mp")["UploadId"]
     p1 = s3.upload_part_copy(
-        Bucket="s3", Key=key + ".mp", UploadId=upload, PartNumber=1, CopySource={"Bucket": "cross", "Key": "src"},
+        Bucket="s3",
+        Key=key + ".mp",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource={"Bucket": "cross", "Key": "src"},
         CopySourceRange=f"bytes=0-{5 * 1024 * 1024 - 1}",
     )
     p2 = s3.upload_part_copy(
-        Bucket="s3", Key=key + ".mp", UploadId=upload, PartNumber=2, CopySource={"Bucket": "cross", "Key": "src"},
+        Bucket="s3",
+        Key=key + ".mp",
+        UploadId=upload,
+        PartNumber=2,
+        CopySource={"Bucket": "cross", "Key": "src"},
         CopySourceRange=f"bytes={5 * 1024 * 1024}-{len(body) - 1}",
     )
-    parts = [{"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]
-    s3.complete_multipart_upload(Bucket="s3", Key=key + ".mp", UploadId=upload, MultipartUpload={"Parts": parts})
+    parts = [
+        {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
+        {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]},
+    ]
+    s3.complete_multipart_upload(
+        Bucket="s3", Key=key + ".mp", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
     assert s3.get_object(Bucket="s3", Key=key + ".mp")["Body"].read() == body
 
 
@@ -239,4 +277,6 @@ def test_wrong_credentials(target: Target) -> None:
         unknown.list_objects_v2(Bucket=target.bucket)
     assert _code(exc) == ("InvalidAccessKeyId", 403)
     r = httpx.get(f"{target.gateway.endpoint}/{target.bucket}")
-    assert r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content and "x-amz-request-id" in r.headers
+    assert (
+        r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content and "x-amz-request-id" in r.headers
+    )
