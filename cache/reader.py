@@ -179,6 +179,9 @@ class ObjectCache:
     def detach(self, mount_id: str) -> None:
         self._sources.pop(mount_id, None)
 
+    def attached(self) -> list[str]:
+        return list(self._sources)
+
     # -- metadata
 
     async def stat(self, src: Source, path: str, *, revalidate: bool = False) -> ObjectInfo:
@@ -616,6 +619,18 @@ class ObjectCache:
             await flight.wait()
             await flight.settled.wait()
         return sum(obj.length(i) for i in window)
+
+    async def coverage(self, src: Source, info: ObjectInfo, start: int, end: int) -> tuple[int, int]:
+        """(cached pages, pages) of [start, end) of the version in `info`: one index query, used
+        for X-Cache on HEAD and on reads longer than a page."""
+        end = min(end, info.size)
+        if start >= end:
+            return 0, 0
+        first, last = start // self._page_size, (end - 1) // self._page_size
+        if not self.policy.match(src.namespace_of(info.path)).stores:
+            return 0, last - first + 1
+        held = await self.store.cached_indexes(src.mount_id, info.path, info.etag)
+        return sum(1 for i in range(first, last + 1) if i in held), last - first + 1
 
     # -- admin
 

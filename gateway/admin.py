@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.namespace import MountError
+from cache.jobs import LoadProgress
+from gateway.namespace import Mount, MountError
 from gateway.s3 import errors
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import SigV4Verifier
@@ -96,6 +98,7 @@ async def add_mount(request: Request, svc: Services, payload: Any) -> Response:
     if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
         return _json_error(400, "options must be a map of strings")
     mount = await svc.mounts.add(path, uri, options)
+    svc.cache.attach(mount.source)
     return JSONResponse({"mount": mount.public_view()}, status_code=201)
 
 
@@ -103,7 +106,10 @@ async def remove_mount(request: Request, svc: Services, payload: Any) -> Respons
     path = request.query_params.get("path") or payload.get("path")
     if not path:
         return _json_error(400, "path is required")
+    mount = svc.mounts.get(path)
     await svc.mounts.remove(path)
+    if mount is not None:
+        svc.cache.detach(mount.id)
     return JSONResponse({"removed": path})
 
 
@@ -111,6 +117,71 @@ async def info(request: Request, svc: Services, payload: Any) -> Response:
     return JSONResponse(
         {"version": VERSION, "workers": svc.config.server.workers, "mounts": _mount_view(svc)}
     )
+
+
+def _target(svc: Services, path: object) -> tuple[Mount, str]:
+    """A namespace path (`/bucket/prefix`) → (mount, UFS path) as S3 requests resolve it."""
+    if not isinstance(path, str) or not path.startswith("/") or path == "/":
+        raise ValueError("path must be a namespace path like /bucket or /bucket/prefix")
+    bucket, _, key = path[1:].partition("/")
+    if svc.mounts.resolve_bucket(bucket) is None:
+        raise ValueError(f"no bucket or mount {bucket!r}")
+    return svc.mounts.resolve(bucket, key)
+
+
+def _job_view(svc: Services, job: LoadProgress | None, path: str) -> Response:
+    if job is None:
+        return _json_error(404, f"no load job for {path}")
+    return JSONResponse(job.as_dict(time.time()))
+
+
+async def load_start(request: Request, svc: Services, payload: Any) -> Response:
+    mount, prefix = _target(svc, payload.get("path"))
+    job = svc.jobs.start(mount.source, prefix)
+    return JSONResponse(job.as_dict(time.time()), status_code=202)
+
+
+async def load_status(request: Request, svc: Services, payload: Any) -> Response:
+    mount, prefix = _target(svc, request.query_params.get("path"))
+    ns = mount.source.namespace_of(prefix)
+    return _job_view(svc, svc.jobs.status(ns), ns)
+
+
+async def load_stop(request: Request, svc: Services, payload: Any) -> Response:
+    mount, prefix = _target(svc, request.query_params.get("path"))
+    ns = mount.source.namespace_of(prefix)
+    return _job_view(svc, await svc.jobs.stop(ns), ns)
+
+
+async def free(request: Request, svc: Services, payload: Any) -> Response:
+    mount, prefix = _target(svc, payload.get("path"))
+    pages = await svc.cache.free(mount.source, prefix)
+    await svc.cache.invalidate_prefix(mount.source, prefix)
+    return JSONResponse({"path": payload.get("path"), "pages_freed": pages})
+
+
+async def cache_stats(request: Request, svc: Services, payload: Any) -> Response:
+    st = svc.cache.stats()
+    return JSONResponse(
+        {
+            "capacity": st.capacity,
+            "reserved": st.reserved,
+            "used": st.used,
+            "pages": st.pages,
+            "hits": st.hits,
+            "misses": st.misses,
+            "hit_ratio": st.hit_ratio,
+            "bytes_from_cache": st.bytes_from_cache,
+            "bytes_from_ufs": st.bytes_from_ufs,
+            "evictions": {str(reason): n for reason, n in st.evictions.items()},
+            "metadata_entries": st.metadata_entries,
+        }
+    )
+
+
+async def cache_explain(request: Request, svc: Services, payload: Any) -> Response:
+    mount, path = _target(svc, request.query_params.get("path"))
+    return JSONResponse({"mount": mount.path, **(await svc.cache.explain(mount.source, path))})
 
 
 def routes(state: AdminState) -> list[Route]:
@@ -138,4 +209,10 @@ def routes(state: AdminState) -> list[Route]:
         Route("/_hoard/v1/mounts", mounts_post, methods=["POST"]),
         Route("/_hoard/v1/mounts", mounts_delete, methods=["DELETE"]),
         Route("/_hoard/v1/info", _guarded(state, info), methods=["GET"]),
+        Route("/_hoard/v1/load", _guarded(state, load_start), methods=["POST"]),
+        Route("/_hoard/v1/load", _guarded(state, load_status), methods=["GET"]),
+        Route("/_hoard/v1/load", _guarded(state, load_stop), methods=["DELETE"]),
+        Route("/_hoard/v1/free", _guarded(state, free), methods=["POST"]),
+        Route("/_hoard/v1/cache/stats", _guarded(state, cache_stats), methods=["GET"]),
+        Route("/_hoard/v1/cache/explain", _guarded(state, cache_explain), methods=["GET"]),
     ]

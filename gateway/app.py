@@ -15,8 +15,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from cache.jobs import LoadJobs
+from cache.policy import Priority, Rule
+from cache.reader import ObjectCache
+from cache.settings import CacheSettings
 from gateway import admin
-from gateway.config import Config, from_env
+from gateway.config import CacheConfig, Config, from_env
 from gateway.metrics import Metrics
 from gateway.namespace import MountTable
 from gateway.s3 import errors
@@ -34,14 +38,48 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _RELOAD_EVERY = 1.0
 
 
-async def _reload_mounts(mounts: MountTable) -> None:
+async def _reload_mounts(mounts: MountTable, cache: ObjectCache) -> None:
     """Other workers may add or remove mounts at run time; pick their changes up."""
     while True:
         await asyncio.sleep(_RELOAD_EVERY)
         try:
-            await mounts.reload_if_changed()
+            if await mounts.reload_if_changed():
+                sync_attached(mounts, cache)
         except Exception:  # a bad reload must not stop the loop
             log.exception("reloading mounts failed")
+
+
+def cache_settings(c: CacheConfig) -> CacheSettings:
+    rules = tuple(
+        Rule(
+            path=r.path,
+            filter=r.filter,  # type: ignore[arg-type]  # validated by config against the same names
+            max_age=r.max_age,
+            priority=Priority.parse(r.priority or "medium"),
+            ttl=r.ttl,
+            quota=r.quota,
+        )
+        for r in c.rules
+    )
+    return CacheSettings(
+        dir=str(c.dir),
+        size=c.size,
+        reserved=c.reserved,
+        page_size=c.page_size,
+        metadata_ttl=c.metadata_ttl,
+        rules=rules,
+        read_ahead=c.read_ahead,
+    )
+
+
+def sync_attached(mounts: MountTable, cache: ObjectCache) -> None:
+    """The cache's background stale sweep covers exactly the mounted UFSs."""
+    current = {m.id: m for m in mounts.mounts()}
+    for mount_id in list(cache.attached()):
+        if mount_id not in current:
+            cache.detach(mount_id)
+    for mount in current.values():
+        cache.attach(mount.source)
 
 
 class HoardApp:
@@ -56,13 +94,23 @@ class HoardApp:
         async with contextlib.AsyncExitStack() as stack:
             mounts = await MountTable.open(self.config.mounts, self.config.metastore.dir)
             stack.push_async_callback(mounts.aclose)
-            svc = Services(self.config, mounts, Metrics())
+            cache = await ObjectCache.open(cache_settings(self.config.cache))
+            stack.push_async_callback(cache.aclose)
+            jobs = LoadJobs(cache)
+            stack.push_async_callback(jobs.aclose)
+            for mount in mounts.mounts():
+                cache.attach(mount.source)
+            metrics = Metrics()
+            metrics.watch_cache(cache)
+            svc = Services(self.config, mounts, metrics, cache, jobs)
+            maintenance = asyncio.create_task(cache.run_maintenance())
+            stack.callback(maintenance.cancel)
             self.s3 = S3Endpoint(svc)
             self.state.verifier = SigV4Verifier(
                 {u.access_key: u.secret_key for u in self.config.auth.users}.get
             )
             self.state.services = svc
-            reloader = asyncio.create_task(_reload_mounts(mounts))
+            reloader = asyncio.create_task(_reload_mounts(mounts, cache))
             stack.callback(reloader.cancel)
             yield
             self.state.services = None

@@ -224,7 +224,7 @@ class AuthConfig:
 
 
 FILTERS = ("immutable", "skipCache", "maxAge")
-PRIORITIES = ("low", "normal", "high")
+PRIORITIES = ("low", "medium", "high")
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,7 +543,7 @@ _FILTER_NAMES: Mapping[str, str] = {f.lower(): f for f in FILTERS} | {
     "skip_cache": "skipCache",
     "max_age": "maxAge",
 }
-_PRIORITY_NAMES: Mapping[str, str] = {p: p for p in PRIORITIES}
+_PRIORITY_NAMES: Mapping[str, str] = {p: p for p in PRIORITIES} | {"normal": "medium"}
 _MEMBERSHIP_NAMES: Mapping[str, str] = {m: m for m in MEMBERSHIPS}
 
 

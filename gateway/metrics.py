@@ -6,8 +6,15 @@ one locked increment rather than prometheus_client's label parsing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
+
+from cache.reader import ObjectCache
+from cache.stats import EvictionReason
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -57,5 +64,39 @@ class Metrics:
             hist = self._durations[operation] = self.duration.labels(operation)
         hist.observe(seconds)
 
+    def watch_cache(self, cache: ObjectCache) -> None:
+        self.registry.register(_CacheCollector(cache))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CacheCollector(Collector):
+    """Reads the cache's plain counters at scrape time; the cache itself knows no Prometheus."""
+
+    def __init__(self, cache: ObjectCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.cache.stats()
+        yield CounterMetricFamily("hoard_cache_hits", "Pages served from the cache.", value=st.hits)
+        yield CounterMetricFamily(
+            "hoard_cache_misses", "Pages that had to come from the UFS.", value=st.misses
+        )
+        read = CounterMetricFamily(
+            "hoard_cache_bytes_read", "Bytes served, by where they came from.", labels=["source"]
+        )
+        read.add_metric(["cache"], st.bytes_from_cache)
+        read.add_metric(["ufs"], st.bytes_from_ufs)
+        yield read
+        yield GaugeMetricFamily("hoard_cache_used_bytes", "Bytes of pages on disk.", value=st.used)
+        yield GaugeMetricFamily(
+            "hoard_cache_capacity_bytes", "The cache quota (cache.size).", value=st.capacity
+        )
+        yield GaugeMetricFamily("hoard_cache_pages", "Pages on disk.", value=st.pages)
+        evictions = CounterMetricFamily(
+            "hoard_cache_evictions", "Pages evicted, by reason.", labels=["reason"]
+        )
+        for reason in EvictionReason:
+            evictions.add_metric([reason.value], st.evictions.get(reason, 0))
+        yield evictions

@@ -27,13 +27,14 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
 
+from cache.keys import Source
 from gateway.config import ConfigError, Limits, MountConfig, check_mount_path, normalize_uri, parse_mounts
 from ufs_adapters.base import NotSupported, UfsAdapter, UfsError
 from ufs_adapters.registry import Opener, normalize_options, open_adapter
@@ -96,6 +97,10 @@ class Mount:
     adapter: UfsAdapter
     id: str
     origin: Origin = "config"
+    source: Source = field(init=False, compare=False, repr=False)  # this mount as the cache sees it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", Source(self.id, self.path, self.adapter))
 
     @property
     def is_root(self) -> bool:

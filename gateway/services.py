@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cache.jobs import LoadJobs
+from cache.reader import ObjectCache
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.namespace import MountTable
@@ -14,4 +16,6 @@ class Services:
     config: Config
     mounts: MountTable
     metrics: Metrics
+    cache: ObjectCache
+    jobs: LoadJobs
     region: str = "us-east-1"

@@ -22,6 +22,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import HANDLERS
 from gateway.s3.operations import Op, resolve
 from gateway.s3.responses import XML, Headers, S3Response, Send
+from gateway.s3.sigv2 import virtual_host_bucket
 from gateway.s3.sigv4 import SigV4Verifier, header_dict
 from gateway.services import Services
 
@@ -34,10 +35,10 @@ class S3Endpoint:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         users = {u.access_key: u.secret_key for u in svc.config.auth.users}
-        self.verifier = SigV4Verifier(users.get)
         self.anonymous = svc.config.auth.anonymous
         domain = svc.config.server.domain
         self.vhost_suffix = f".{domain}" if domain else None
+        self.verifier = SigV4Verifier(users.get, vhost_suffix=self.vhost_suffix)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex().upper()
 
@@ -94,10 +95,9 @@ class S3Endpoint:
         if "\x00" in path:
             raise S3Error(errors.INVALID_URI)
         bucket, key = _split(path)
-        if self.vhost_suffix is not None:
-            host = headers.get("host", "").rsplit(":", 1)[0].lower()
-            if host.endswith(self.vhost_suffix) and len(host) > len(self.vhost_suffix):
-                bucket, key = host[: -len(self.vhost_suffix)], path[1:]
+        vhost_bucket = virtual_host_bucket(headers.get("host", ""), self.vhost_suffix)
+        if vhost_bucket is not None:
+            bucket, key = vhost_bucket, path[1:]
         raw_query = scope.get("query_string", b"")
         try:
             query = (

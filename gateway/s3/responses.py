@@ -16,7 +16,7 @@ XML = (b"content-type", b"application/xml")
 
 
 class S3Response:
-    __slots__ = ("body", "headers", "length", "started", "status")
+    __slots__ = ("body", "first", "headers", "length", "started", "status")
 
     def __init__(
         self,
@@ -25,6 +25,7 @@ class S3Response:
         body: bytes | AsyncIterator[bytes] = b"",
         *,
         length: int | None = None,
+        first: bytes | None = None,
     ) -> None:
         self.status = status
         self.headers = headers if headers is not None else []
@@ -32,6 +33,8 @@ class S3Response:
         # For streamed bodies, the exact number of bytes that will follow (Content-Length).
         self.length = length
         self.started = False  # once true, an error can only abort the connection
+        # A chunk already taken from `body` (to learn X-Cache, or to fail before the headers).
+        self.first = first
 
     async def send(self, send: Send, extra: Headers, head: bool) -> None:
         headers = self.headers
@@ -54,6 +57,8 @@ class S3Response:
             await send({"type": "http.response.body", "body": b""})
             return
         try:
+            if self.first:
+                await send({"type": "http.response.body", "body": self.first, "more_body": True})
             async for chunk in body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:

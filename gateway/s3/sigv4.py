@@ -13,9 +13,8 @@ path and query are first put in the one form that AWS's UriEncode() gives (decod
 all but A-Za-z0-9-._~), which is what every SDK signs; if that fails, the form exactly as received
 (what botocore signs when it builds the URL itself) is tried before giving up.
 
-Known gap: Signature Version 2 (`Authorization: AWS AKID:sig`, `?AWSAccessKeyId=...&Signature=`),
-which COSBench and some old tools still use, is refused with InvalidRequest, as the AWS regions
-opened after 2014 refuse it.
+Signature Version 2 (`Authorization: AWS AKID:sig`, `?AWSAccessKeyId=...&Signature=`), which
+COSBench, boto3's `signature_version="s3"` and some old tools still use, is handed to `sigv2`.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote, unquote_to_bytes
 
+from gateway.s3 import sigv2
 from gateway.s3.errors import (
     ACCESS_DENIED,
     AUTHORIZATION_HEADER_MALFORMED,
@@ -151,7 +151,9 @@ class SigV4Verifier:
     """Verifies requests against the secrets `secret_for(access_key)` returns (None: no such key).
 
     Holds the only state here: derived signing keys, which change once a day per key and region,
-    in a small dict bounded by `key_cache_size` (oldest dropped first).
+    in a small dict bounded by `key_cache_size` (oldest dropped first). Signature Version 2
+    requests go to `sigv2`, which needs `vhost_suffix` (`.<domain>`, as the endpoint routes by) to
+    put a virtual-hosted-style request's bucket in the signed resource.
     """
 
     def __init__(
@@ -160,9 +162,11 @@ class SigV4Verifier:
         *,
         max_skew: timedelta = MAX_SKEW,
         key_cache_size: int = 256,
+        vhost_suffix: str | None = None,
     ) -> None:
         self._secret_for = secret_for
         self._max_skew = max_skew
+        self._vhost_suffix = vhost_suffix  # `.<domain>` of virtual-hosted-style requests, for SigV2
         self._key_cache_size = max(1, key_cache_size)
         self._keys: dict[tuple[str, str, str], bytes] = {}
 
@@ -185,7 +189,19 @@ class SigV4Verifier:
                 )
             if authorization.startswith(ALGORITHM + " "):
                 return self._verify_header(method, raw_path, pairs, headers, authorization, now)
-            if authorization.startswith(("AWS ", "AWS4-")):
+            if authorization.startswith(sigv2.AUTH_PREFIX):
+                access_key = sigv2.verify_header(
+                    method,
+                    raw_path,
+                    raw_query,
+                    headers,
+                    self._secret_for,
+                    now,
+                    max_skew=self._max_skew,
+                    bucket=sigv2.virtual_host_bucket(headers.get("host", ""), self._vhost_suffix),
+                )
+                return AuthResult(access_key, _unsigned_payload_hash(headers))
+            if authorization.startswith("AWS4-"):
                 raise S3Error(INVALID_REQUEST, _UNSUPPORTED_MECHANISM)
             raise S3Error(
                 INVALID_ARGUMENT,
@@ -194,8 +210,17 @@ class SigV4Verifier:
             )
         if presigned:
             return self._verify_presigned(method, raw_path, pairs, params, headers, now)
-        if "AWSAccessKeyId" in params and "Signature" in params:
-            raise S3Error(INVALID_REQUEST, _UNSUPPORTED_MECHANISM)
+        if sigv2.is_query_auth(raw_query):
+            access_key = sigv2.verify_query(
+                method,
+                raw_path,
+                raw_query,
+                headers,
+                self._secret_for,
+                now,
+                bucket=sigv2.virtual_host_bucket(headers.get("host", ""), self._vhost_suffix),
+            )
+            return AuthResult(access_key, _unsigned_payload_hash(headers))
         return AuthResult(None, _unsigned_payload_hash(headers))
 
     def _verify_header(
@@ -510,7 +535,7 @@ def _check_payload_hash(value: str) -> str:
 
 
 def _unsigned_payload_hash(headers: Mapping[str, str]) -> str:
-    """The body's expected hash when no Authorization header signed it (anonymous or presigned)."""
+    """The body's expected hash when no signature covered it (anonymous, presigned, or SigV2)."""
     value = headers.get("x-amz-content-sha256")
     if value is None:
         return UNSIGNED_PAYLOAD

@@ -14,6 +14,8 @@ import heapq
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+from cache.reader import ObjectCache
+from gateway.namespace import Mount
 from gateway.s3 import errors, xml
 from gateway.s3.context import S3Request
 from gateway.s3.errors import S3Error
@@ -21,7 +23,7 @@ from gateway.s3.handlers.common import bucket_target
 from gateway.s3.request import parse_int
 from gateway.s3.responses import S3Response, xml_response
 from gateway.services import Services
-from ufs_adapters.base import ObjectInfo, UfsAdapter
+from ufs_adapters.base import ObjectInfo
 
 _PAGE = 1000
 
@@ -31,7 +33,7 @@ Entry = tuple[str, ObjectInfo | None]
 
 @dataclass(frozen=True, slots=True)
 class _Source:
-    adapter: UfsAdapter
+    mount: Mount
     ufs_root: str  # this source's bucket root in its UFS ('' or 'bucket/')
     key_prefix: str  # where the source sits in the bucket's key space ('' or 'nested/mount/')
 
@@ -46,9 +48,15 @@ def _ufs_start(src: _Source, start_after: str | None) -> tuple[bool, str | None]
 
 
 async def _entries(
-    src: _Source, prefix: str, delimiter: str | None, start_after: str | None, shadow: tuple[str, ...]
+    cache: ObjectCache,
+    src: _Source,
+    prefix: str,
+    delimiter: str | None,
+    start_after: str | None,
+    shadow: tuple[str, ...],
 ) -> AsyncGenerator[Entry]:
-    """One source's entries under `prefix` (key space), in order, paged from the UFS."""
+    """One source's entries under `prefix` (key space), in order, a UFS page (via the metadata
+    cache) at a time. Keys under `shadow` belong to mounts nested in this one and are skipped."""
     skip, ufs_after = _ufs_start(src, start_after)
     if skip:
         return
@@ -56,8 +64,8 @@ async def _entries(
     ufs_prefix = src.ufs_root + rel
     cut = len(src.ufs_root)
     while True:
-        page = await src.adapter.list_objects(
-            ufs_prefix, delimiter=delimiter, start_after=ufs_after, limit=_PAGE
+        page = await cache.list_objects(
+            src.mount.source, ufs_prefix, delimiter=delimiter, start_after=ufs_after, limit=_PAGE
         )
         batch: list[Entry] = [(src.key_prefix + o.path[cut:], o) for o in page.objects]
         batch.extend((src.key_prefix + p[cut:], None) for p in page.common_prefixes)
@@ -79,33 +87,26 @@ async def merged(
 ) -> AsyncGenerator[Entry]:
     """All entries of the bucket under `prefix` after `start_after`, merged across mounts."""
     mount, ufs_dir = await bucket_target(req, svc)
-    children = [
-        (child, child.path.removeprefix(f"/{req.bucket}/").rstrip("/") + "/")
-        for child in svc.mounts.children(req.bucket, prefix)
-    ]
-    shadow = tuple(k for _, k in children)
-    streams = [
-        _entries(
-            _Source(mount.adapter, f"{ufs_dir}/" if ufs_dir else "", ""),
-            prefix,
-            delimiter,
-            start_after,
-            shadow,
-        )
-    ]
-    for child, key_prefix in children:
-        if prefix.startswith(key_prefix):
-            streams.append(
-                _entries(_Source(child.adapter, "", key_prefix), prefix, delimiter, start_after, ())
-            )
-        elif key_prefix.startswith(prefix):
-            rest = key_prefix[len(prefix) :]
-            if delimiter and delimiter in rest:
-                streams.append(_fixed(prefix + rest.split(delimiter, 1)[0] + delimiter))
-            else:
-                streams.append(
-                    _entries(_Source(child.adapter, "", key_prefix), prefix, delimiter, start_after, ())
-                )
+    sources = [_Source(mount, f"{ufs_dir}/" if ufs_dir else "", "")]
+    for child in svc.mounts.children(req.bucket, prefix):
+        key_prefix = child.path.removeprefix(f"/{req.bucket}/") + "/"
+        if key_prefix.startswith(prefix) or prefix.startswith(key_prefix):
+            sources.append(_Source(child, "", key_prefix))
+    # The deepest mount holding the whole prefix lists it; mounts nested below the prefix add
+    # their own keys and hide the outer mount's keys under their mount points.
+    owner = max((s for s in sources if prefix.startswith(s.key_prefix)), key=lambda s: len(s.key_prefix))
+    below = [s for s in sources if s is not owner and s.key_prefix.startswith(prefix)]
+
+    def shadow(of: _Source) -> tuple[str, ...]:
+        return tuple(s.key_prefix for s in below if s is not of and s.key_prefix.startswith(of.key_prefix))
+
+    streams = [_entries(svc.cache, owner, prefix, delimiter, start_after, shadow(owner))]
+    for src in below:
+        rest = src.key_prefix[len(prefix) :]
+        if delimiter and delimiter in rest:
+            streams.append(_fixed(prefix + rest.split(delimiter, 1)[0] + delimiter))
+        else:
+            streams.append(_entries(svc.cache, src, prefix, delimiter, start_after, shadow(src)))
     last_prefix: str | None = None
     merge = _merge(streams)
     try:

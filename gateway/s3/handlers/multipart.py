@@ -10,14 +10,16 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
+from gateway.namespace import Mount
 from gateway.s3 import errors, xml
 from gateway.s3.context import S3Request
 from gateway.s3.errors import S3Error
-from gateway.s3.handlers.common import bucket_target, missing, object_target, write_meta
+from gateway.s3.handlers.common import bucket_target, object_target, write_meta
+from gateway.s3.handlers.objects import stat_object
 from gateway.s3.request import Preconditions, parse_copy_source, parse_int
 from gateway.s3.responses import XML, S3Response, empty, xml_response
 from gateway.services import Services
-from ufs_adapters.base import NotFound, ObjectInfo, ReadOptions
+from ufs_adapters.base import ObjectInfo, ReadOptions
 
 MAX_PART_SIZE = 5 * 1024**3
 # A complete that takes longer than this answers 200 at once and keeps the connection alive with
@@ -64,10 +66,7 @@ async def upload_part_copy(req: S3Request, svc: Services) -> S3Response:
     number = _part_number(req)
     src = parse_copy_source(req.headers["x-amz-copy-source"], req.resource)
     src_mount, src_path = object_target(svc, src.bucket, src.key, f"/{src.bucket}/{src.key}")
-    try:
-        info = await src_mount.adapter.stat(src_path)
-    except NotFound:
-        raise await missing(req, svc, src.bucket) from None
+    info = await stat_object(req, svc, src_mount, src_path, revalidate=True, bucket=src.bucket)
     pre = Preconditions.parse(req.headers, "x-amz-copy-source-if-")
     if pre is not None:
         pre.check(info.etag, info.last_modified, resource=req.resource, read=False)
@@ -88,13 +87,22 @@ async def upload_part_copy(req: S3Request, svc: Services) -> S3Response:
 async def complete_multipart_upload(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     parts = xml.parse_complete(await req.read_body(), req.resource)
-    task = asyncio.ensure_future(mount.adapter.complete_multipart(path, req.query["uploadId"], parts))
+    task = asyncio.ensure_future(_complete(svc, mount, path, req.query["uploadId"], parts))
     done, _ = await asyncio.wait({task}, timeout=_KEEPALIVE_AFTER)
     location = f"/{req.bucket}/{req.key}"
     if done:
         info = task.result()
         return xml_response(xml.complete_multipart(location, req.bucket, req.key, info.etag))
     return S3Response(200, [XML], _keepalive(req, task, location))
+
+
+async def _complete(
+    svc: Services, mount: Mount, path: str, upload_id: str, parts: list[tuple[int, str]]
+) -> ObjectInfo:
+    try:
+        return await mount.adapter.complete_multipart(path, upload_id, parts)
+    finally:
+        await svc.cache.invalidate(mount.source, path)
 
 
 async def _keepalive(req: S3Request, task: asyncio.Future[ObjectInfo], location: str) -> AsyncIterator[bytes]:

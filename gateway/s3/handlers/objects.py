@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from cache.stats import ReadStats
 from gateway.namespace import Mount
 from gateway.s3 import errors, xml
 from gateway.s3.context import MAX_PUT_SIZE, S3Request
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers.common import bucket_target, missing, object_headers, object_target, write_meta
 from gateway.s3.request import Preconditions, parse_copy_source, parse_range
-from gateway.s3.responses import S3Response, empty, xml_response
+from gateway.s3.responses import Headers, S3Response, empty, xml_response
 from gateway.services import Services
-from ufs_adapters.base import NotFound, ObjectInfo, ReadOptions, UfsError, WriteMeta
+from ufs_adapters.base import NotFound, ObjectInfo, PreconditionFailed, ReadOptions, UfsError, WriteMeta
 
 # response-* query parameters override these headers of a GetObject response.
 _OVERRIDES = (
@@ -23,11 +26,30 @@ _OVERRIDES = (
 )
 
 
-async def _stat(req: S3Request, svc: Services, mount: Mount, path: str) -> ObjectInfo:
+def cache_control(headers: Mapping[str, str]) -> tuple[bool, bool]:
+    """(revalidate, no_store) from Cache-Control: `no-cache` revalidates the version with the UFS,
+    `no-store` also streams the bytes through without caching them."""
+    value = headers.get("cache-control")
+    if not value:
+        return False, False
+    directives = {d.split("=", 1)[0].strip().lower() for d in value.split(",")}
+    no_store = "no-store" in directives
+    return no_store or "no-cache" in directives, no_store
+
+
+async def stat_object(
+    req: S3Request,
+    svc: Services,
+    mount: Mount,
+    path: str,
+    *,
+    revalidate: bool = False,
+    bucket: str | None = None,
+) -> ObjectInfo:
     try:
-        return await mount.adapter.stat(path)
+        return await svc.cache.stat(mount.source, path, revalidate=revalidate)
     except NotFound:
-        raise await missing(req, svc) from None
+        raise await missing(req, svc, bucket) from None
 
 
 def _parts_count(info: ObjectInfo) -> int:
@@ -39,15 +61,56 @@ def _parts_count(info: ObjectInfo) -> int:
 
 async def get_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
-    info = await _stat(req, svc, mount, path)
-    return _object_response(req, mount, path, info)
+    revalidate, no_store = cache_control(req.headers)
+    info = await stat_object(req, svc, mount, path, revalidate=revalidate)
+    status, headers, start, end = _object_headers(req, info)
+    if req.method == "HEAD" or end <= start:
+        cached, total = await svc.cache.coverage(mount.source, info, 0, info.size)
+        headers.append((b"x-cache", _outcome(cached, total)))
+        return S3Response(status, headers, b"", length=end - start)
+    for attempt in (1, 2):
+        stats = ReadStats()
+        body = svc.cache.read(mount.source, info, start, end, stats, no_store=no_store)
+        try:
+            # The first chunk is taken before the headers go out: it tells X-Cache, and a version
+            # that vanished since the stat is still an error we can report (or retry) cleanly.
+            first = await anext(body, b"")
+        except PreconditionFailed:
+            await body.aclose()
+            if attempt == 2:
+                raise
+            info = await stat_object(req, svc, mount, path, revalidate=True)
+            status, headers, start, end = _object_headers(req, info)
+            continue
+        break
+    page = svc.cache.settings.page_size
+    if start // page == (end - 1) // page:
+        outcome = stats.outcome.encode()
+    else:
+        cached, total = await svc.cache.coverage(mount.source, info, start + len(first), end)
+        outcome = _combine(stats.bytes_from_ufs == 0, cached, total)
+    headers.append((b"x-cache", outcome))
+    return S3Response(status, headers, body, length=end - start, first=first)
+
+
+def _outcome(cached: int, total: int) -> bytes:
+    return b"HIT" if cached == total else b"MISS" if cached == 0 else b"PARTIAL"
+
+
+def _combine(first_hit: bool, cached: int, total: int) -> bytes:
+    if first_hit and cached == total:
+        return b"HIT"
+    if not first_hit and cached == 0:
+        return b"MISS"
+    return b"PARTIAL"
 
 
 async def head_object(req: S3Request, svc: Services) -> S3Response:
-    return await get_object(req, svc)  # the endpoint sends no body for HEAD
+    return await get_object(req, svc)  # HEAD sends the same headers and no body
 
 
-def _object_response(req: S3Request, mount: Mount, path: str, info: ObjectInfo) -> S3Response:
+def _object_headers(req: S3Request, info: ObjectInfo) -> tuple[int, Headers, int, int]:
+    """Preconditions, then (status, headers, start, end) of the bytes to send."""
     pre = Preconditions.parse(req.headers)
     if pre is not None:
         pre.check(info.etag, info.last_modified, resource=req.resource)
@@ -62,8 +125,7 @@ def _object_response(req: S3Request, mount: Mount, path: str, info: ObjectInfo) 
                 "Part number must be an integer between 1 and 10000.",
                 resource=req.resource,
             )
-        count = _parts_count(info)
-        if count > 1:
+        if _parts_count(info) > 1:
             raise S3Error(
                 errors.NOT_IMPLEMENTED,
                 "GetObject by partNumber of a multipart object is not supported; use Range.",
@@ -80,10 +142,7 @@ def _object_response(req: S3Request, mount: Mount, path: str, info: ObjectInfo) 
             headers.append((b"content-range", rng.content_range(info.size).encode()))
     if req.query:
         _apply_overrides(req, headers)
-    if end <= start or req.method == "HEAD":
-        return S3Response(status, headers, b"", length=end - start)
-    body = mount.adapter.read(path, ReadOptions(start, end, if_match=info.etag))
-    return S3Response(status, headers, body, length=end - start)
+    return status, headers, start, end
 
 
 def _apply_overrides(req: S3Request, headers: list[tuple[bytes, bytes]]) -> None:
@@ -105,21 +164,28 @@ async def put_object(req: S3Request, svc: Services) -> S3Response:
     meta = write_meta(req.headers, req.resource)
     if req.headers.get("if-none-match", "").strip() == "*":
         try:
-            await mount.adapter.stat(path)
+            await svc.cache.stat(mount.source, path, revalidate=True)
         except NotFound:
             pass
         else:
             raise S3Error(
                 errors.PRECONDITION_FAILED, resource=req.resource, extra={"Condition": "If-None-Match"}
             )
-    info = await mount.adapter.write(path, req.body(), size=size, meta=meta)
+    try:
+        info = await mount.adapter.write(path, req.body(), size=size, meta=meta)
+    finally:
+        # Before the acknowledgement, and also when the write failed half-way on an S3 UFS.
+        await svc.cache.invalidate(mount.source, path)
     return empty(200, [(b"etag", f'"{info.etag}"'.encode()), *req.checksum_headers()])
 
 
 async def delete_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     await bucket_target(req, svc)
-    await mount.adapter.delete(path)
+    try:
+        await mount.adapter.delete(path)
+    finally:
+        await svc.cache.invalidate(mount.source, path)
     return empty(204)
 
 
@@ -132,7 +198,10 @@ async def delete_objects(req: S3Request, svc: Services) -> S3Response:
         resource = f"/{req.bucket}/{key}"
         try:
             mount, path = object_target(svc, req.bucket, key, resource)
-            await mount.adapter.delete(path)
+            try:
+                await mount.adapter.delete(path)
+            finally:
+                await svc.cache.invalidate(mount.source, path)
         except (S3Error, UfsError) as exc:
             err = errors.from_exception(exc, resource=resource)
             failed.append((key, err.code, err.message))
@@ -147,10 +216,7 @@ async def copy_object(req: S3Request, svc: Services) -> S3Response:
     src = parse_copy_source(req.headers["x-amz-copy-source"], req.resource)
     src_resource = f"/{src.bucket}/{src.key}"
     src_mount, src_path = object_target(svc, src.bucket, src.key, src_resource)
-    try:
-        info = await src_mount.adapter.stat(src_path)
-    except NotFound:
-        raise await missing(req, svc, src.bucket) from None
+    info = await stat_object(req, svc, src_mount, src_path, revalidate=True, bucket=src.bucket)
     pre = Preconditions.parse(req.headers, "x-amz-copy-source-if-")
     if pre is not None:
         pre.check(info.etag, info.last_modified, resource=req.resource, read=False)
@@ -167,13 +233,16 @@ async def copy_object(req: S3Request, svc: Services) -> S3Response:
             "the object's metadata, storage class, website redirect location or encryption attributes.",
             resource=req.resource,
         )
-    if src_mount is mount:
-        new = await mount.adapter.copy(src_path, path, meta=meta)
-    else:
-        if meta is None:
-            meta = _meta_of(info)
-        body = src_mount.adapter.read(src_path, ReadOptions(0, info.size, if_match=info.etag))
-        new = await mount.adapter.write(path, body, size=info.size, meta=meta)
+    try:
+        if src_mount is mount:
+            new = await mount.adapter.copy(src_path, path, meta=meta)
+        else:
+            if meta is None:
+                meta = _meta_of(info)
+            body = src_mount.adapter.read(src_path, ReadOptions(0, info.size, if_match=info.etag))
+            new = await mount.adapter.write(path, body, size=info.size, meta=meta)
+    finally:
+        await svc.cache.invalidate(mount.source, path)
     return xml_response(xml.copy_result("CopyObjectResult", new.etag, new.last_modified))
 
 
