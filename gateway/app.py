@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,6 +29,9 @@ from gateway.s3.endpoint import S3Endpoint
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import SigV4Verifier
 from gateway.services import Services
+from ufs_adapters.base import UfsAdapter
+from ufs_adapters.instrumented import Instrumented
+from ufs_adapters.registry import open_adapter
 
 log = logging.getLogger("hoard")
 
@@ -47,6 +51,13 @@ async def _reload_mounts(mounts: MountTable, cache: ObjectCache) -> None:
                 sync_attached(mounts, cache)
         except Exception:  # a bad reload must not stop the loop
             log.exception("reloading mounts failed")
+
+
+async def open_instrumented(
+    uri: str, options: Mapping[str, str], *, state_dir: Path | None = None
+) -> UfsAdapter:
+    """Every mounted adapter is wrapped so its calls show in hoard_ufs_* metrics."""
+    return Instrumented(await open_adapter(uri, options, state_dir=state_dir))
 
 
 def cache_settings(c: CacheConfig) -> CacheSettings:
@@ -92,7 +103,9 @@ class HoardApp:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            mounts = await MountTable.open(self.config.mounts, self.config.metastore.dir)
+            mounts = await MountTable.open(
+                self.config.mounts, self.config.metastore.dir, opener=open_instrumented
+            )
             stack.push_async_callback(mounts.aclose)
             cache = await ObjectCache.open(cache_settings(self.config.cache))
             stack.push_async_callback(cache.aclose)
@@ -102,6 +115,7 @@ class HoardApp:
                 cache.attach(mount.source)
             metrics = Metrics()
             metrics.watch_cache(cache)
+            metrics.watch_mounts(mounts)
             svc = Services(self.config, mounts, metrics, cache, jobs)
             maintenance = asyncio.create_task(cache.run_maintenance())
             stack.callback(maintenance.cancel)

@@ -15,6 +15,8 @@ from prometheus_client.registry import Collector
 
 from cache.reader import ObjectCache
 from cache.stats import EvictionReason
+from gateway.namespace import MountTable
+from ufs_adapters.instrumented import Instrumented
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -67,6 +69,9 @@ class Metrics:
     def watch_cache(self, cache: ObjectCache) -> None:
         self.registry.register(_CacheCollector(cache))
 
+    def watch_mounts(self, mounts: MountTable) -> None:
+        self.registry.register(_UfsCollector(mounts))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -100,3 +105,28 @@ class _CacheCollector(Collector):
         for reason in EvictionReason:
             evictions.add_metric([reason.value], st.evictions.get(reason, 0))
         yield evictions
+
+
+class _UfsCollector(Collector):
+    """UFS calls and bytes per mount, from each mount's Instrumented wrapper."""
+
+    def __init__(self, mounts: MountTable) -> None:
+        self.mounts = mounts
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "hoard_ufs_requests", "Calls to the under-storage.", labels=["mount", "operation", "outcome"]
+        )
+        read = CounterMetricFamily(
+            "hoard_ufs_bytes_read", "Bytes read from the under-storage.", labels=["mount"]
+        )
+        for mount in self.mounts.mounts():
+            adapter = mount.adapter
+            if not isinstance(adapter, Instrumented):
+                continue
+            counts, bytes_read = adapter.stats()
+            for (operation, outcome), n in sorted(counts.items()):
+                requests.add_metric([mount.path, operation, outcome], n)
+            read.add_metric([mount.path], bytes_read)
+        yield requests
+        yield read

@@ -118,3 +118,13 @@ def test_serve_with_bad_config_prints_one_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cache.size" in lines[0]
+
+
+def test_ufs_metrics_count_calls_per_mount(s3_gateway: Gateway) -> None:
+    s3 = s3_gateway.client()
+    s3.put_object(Bucket="s3", Key="metrics/probe", Body=b"probe")
+    s3.get_object(Bucket="s3", Key="metrics/probe", Range="bytes=0-0")
+    text = httpx.get(s3_gateway.endpoint + "/_hoard/metrics").text
+    assert 'hoard_ufs_requests_total{mount="/s3",operation="write",outcome="ok"}' in text
+    assert 'hoard_ufs_bytes_read_total{mount="/s3"}' in text
+    assert "hoard_cache_capacity_bytes" in text and 'hoard_cache_bytes_read_total{source="ufs"}' in text
