@@ -440,7 +440,8 @@ SCOPE = f"{AK}/20260301/us-east-1/s3/aws4_request"
             f"AWS4-HMAC-SHA256 Credential={AK}/20260302/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
             "AuthorizationHeaderMalformed",
         ),
-        (f"AWS {AK}:frJIUN8DYpKDtOLCwo//yllqDzg=", "InvalidRequest"),
+        (f"AWS {AK}", "InvalidArgument"),  # Signature Version 2 (test_sigv2.py), malformed
+        (f"AWS {AK}:frJIUN8DYpKDtOLCwo//yllqDzg=", "SignatureDoesNotMatch"),
         (f"AWS4-ECDSA-P256-SHA256 Credential={SCOPE}, SignedHeaders=host, Signature=0", "InvalidRequest"),
         ("Bearer token", "InvalidArgument"),
     ],
@@ -470,15 +471,18 @@ def test_header_and_query_authentication_together(signed_put: Wire) -> None:
     raises(replace(signed_put, query=signed_put.query + "&X-Amz-Signature=00"), "InvalidArgument")
 
 
-def test_signature_v2_presigned_url_is_not_supported() -> None:
+def test_signature_v2_presigned_url_is_verified_as_such() -> None:
+    # Signature Version 2 has its own tests (test_sigv2.py); here only that it is routed there.
     wire = Wire("GET", "/b/k", f"AWSAccessKeyId={AK}&Expires=1700000000&Signature=abc%3D", {"host": "h"})
-    raises(wire, "InvalidRequest")
+    assert raises(wire, "AccessDenied").message == "Request has expired"
 
 
 def test_control_characters_in_a_signed_header_still_render_as_xml(signed_put: Wire) -> None:
     err = raises(signed_put.with_headers(x_amz_meta_owner="al\x01ice"), "SignatureDoesNotMatch")
-    assert "x-amz-meta-owner:al\\x01ice" in err.extra["CanonicalRequest"]
-    assert b"<Code>SignatureDoesNotMatch</Code>" in render(err, "req-1")
+    assert "x-amz-meta-owner:al\x01ice" in err.extra["CanonicalRequest"]  # render() escapes it
+    body = render(err, "req-1")
+    assert b"<Code>SignatureDoesNotMatch</Code>" in body
+    assert b"x-amz-meta-owner:al\\x01ice" in body
 
 
 # -- presigned URLs --------------------------------------------------------------------------------
@@ -562,10 +566,18 @@ _REPLIES = {
     "CreateMultipartUpload": b"<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>",
     "CompleteMultipartUpload": b"<CompleteMultipartUploadResult><ETag>e</ETag></CompleteMultipartUploadResult>",
     "CopyObject": b"<CopyObjectResult><ETag>e</ETag></CopyObjectResult>",
+    "GetBucketLocation": b"<LocationConstraint/>",
 }
 
 
-def capture(endpoint: str, operation: str, **params: Any) -> Wire:
+def capture(
+    endpoint: str,
+    operation: str,
+    *,
+    signature_version: str | None = None,
+    addressing_style: str = "path",
+    **params: Any,
+) -> Wire:
     """The request botocore's S3 client sends for one call, read off the wire before it leaves."""
     client = botocore.session.get_session().create_client(
         "s3",
@@ -573,7 +585,11 @@ def capture(endpoint: str, operation: str, **params: Any) -> Wire:
         region_name="eu-west-1",
         aws_access_key_id=AK,
         aws_secret_access_key=SK,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        config=Config(
+            s3={"addressing_style": addressing_style},
+            retries={"max_attempts": 1},
+            signature_version=signature_version,
+        ),
     )
     captured: list[Wire] = []
 
