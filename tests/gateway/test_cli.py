@@ -130,6 +130,7 @@ def test_serve_runs_uvicorn(
         "http": "httptools",
         "lifespan": "on",
         "log_level": "warning",
+        "server_header": False,
         "ssl_certfile": None,
         "ssl_keyfile": None,
     }

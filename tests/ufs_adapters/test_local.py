@@ -288,15 +288,17 @@ async def test_folder_marker_is_a_hidden_file(ufs: LocalAdapter, root: Path) -> 
     assert (await ufs.stat("dir/")).content_type == "text/plain"
 
 
-async def test_empty_folders_are_invisible(ufs: LocalAdapter, root: Path) -> None:
+async def test_empty_folders_are_invisible_below_the_top_level(ufs: LocalAdapter, root: Path) -> None:
     (root / "empty" / "deeper").mkdir(parents=True)
     (root / "e2").mkdir()
     (root / "full" / "sub").mkdir(parents=True)
     (root / "full" / "sub" / "f").write_bytes(b"f")
+    (root / "full" / "hollow" / "deeper").mkdir(parents=True)
     (root / ".hoard-tmp-stray").write_bytes(b"hidden")
-    assert await list_all(ufs, "", "/") == ([], ["full/"])
+    # Top-level folders are buckets under a root mount: listed even when empty.
+    assert await list_all(ufs, "", "/") == ([], ["e2/", "empty/", "full/"])
     assert await list_all(ufs, "") == (["full/sub/f"], [])
-    assert await list_all(ufs, "e", "/") == ([], [])
+    assert await list_all(ufs, "full/", "/") == ([], ["full/sub/"])
 
 
 async def test_listing_walks_lazily(ufs: LocalAdapter, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
