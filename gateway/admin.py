@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cache.jobs import LoadProgress
 from gateway.namespace import Mount, MountError
 from gateway.s3 import errors
 from gateway.s3.errors import S3Error
@@ -129,28 +127,27 @@ def _target(svc: Services, path: object) -> tuple[Mount, str]:
     return svc.mounts.resolve(bucket, key)
 
 
-def _job_view(svc: Services, job: LoadProgress | None, path: str) -> Response:
+def _job_view(job: dict[str, Any] | None, path: str) -> Response:
     if job is None:
         return _json_error(404, f"no load job for {path}")
-    return JSONResponse(job.as_dict(time.time()))
+    return JSONResponse(job)
 
 
 async def load_start(request: Request, svc: Services, payload: Any) -> Response:
     mount, prefix = _target(svc, payload.get("path"))
-    job = svc.jobs.start(mount.source, prefix)
-    return JSONResponse(job.as_dict(time.time()), status_code=202)
+    return JSONResponse(await svc.jobs.start(mount.source, prefix), status_code=202)
 
 
 async def load_status(request: Request, svc: Services, payload: Any) -> Response:
     mount, prefix = _target(svc, request.query_params.get("path"))
     ns = mount.source.namespace_of(prefix)
-    return _job_view(svc, svc.jobs.status(ns), ns)
+    return _job_view(await svc.jobs.status(ns), ns)
 
 
 async def load_stop(request: Request, svc: Services, payload: Any) -> Response:
     mount, prefix = _target(svc, request.query_params.get("path"))
     ns = mount.source.namespace_of(prefix)
-    return _job_view(svc, await svc.jobs.stop(ns), ns)
+    return _job_view(await svc.jobs.stop(ns), ns)
 
 
 async def free(request: Request, svc: Services, payload: Any) -> Response:

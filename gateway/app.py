@@ -22,6 +22,7 @@ from cache.reader import ObjectCache
 from cache.settings import CacheSettings
 from gateway import admin
 from gateway.config import CacheConfig, Config, from_env
+from gateway.jobstate import SharedJobs
 from gateway.metrics import Metrics
 from gateway.namespace import MountTable
 from gateway.s3 import errors
@@ -109,8 +110,11 @@ class HoardApp:
             stack.push_async_callback(mounts.aclose)
             cache = await ObjectCache.open(cache_settings(self.config.cache))
             stack.push_async_callback(cache.aclose)
-            jobs = LoadJobs(cache)
-            stack.push_async_callback(jobs.aclose)
+            local_jobs = LoadJobs(cache)
+            stack.push_async_callback(local_jobs.aclose)
+            jobs = SharedJobs(local_jobs, self.config.metastore.dir / "jobs")
+            publisher = asyncio.create_task(jobs.run())
+            stack.callback(publisher.cancel)
             for mount in mounts.mounts():
                 cache.attach(mount.source)
             metrics = Metrics()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cache.jobs import LoadJobs
 from cache.reader import ObjectCache
 from gateway.config import Config
+from gateway.jobstate import SharedJobs
 from gateway.metrics import Metrics
 from gateway.namespace import MountTable
 
@@ -17,5 +17,5 @@ class Services:
     mounts: MountTable
     metrics: Metrics
     cache: ObjectCache
-    jobs: LoadJobs
+    jobs: SharedJobs
     region: str = "us-east-1"
