@@ -357,6 +357,14 @@ class PageIndex:
             )
         return [(str(n), str(v), int(i)) for n, v, i in cur]
 
+    def object_page_times(self, mount: str, path: str, version: str) -> list[tuple[int, float]]:
+        """(idx, store_time) of the pages of one object version."""
+        cur = self._con().execute(
+            "SELECT idx, store_time FROM pages WHERE mount = ? AND path = ? AND version = ?",
+            (mount, path, version),
+        )
+        return [(int(i), float(t)) for i, t in cur]
+
     def names_under(self, mount: str, prefix: str, limit: int) -> list[str]:
         lo, hi = prefix_bounds(prefix)
         if hi is None:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Coroutine
 from typing import Any
 
 from ufs_adapters.base import (
@@ -276,15 +276,20 @@ class ObjectCache:
     async def invalidate(self, src: Source, path: str) -> None:
         """Forget `path` (metadata and pages of every version). Writes, copies and deletes through
         Hoard call this before they acknowledge, so the writer's next read sees its write."""
+        self._fence(src.mount_id, path)
+        self.metadata.invalidate(src.mount_id, path)
+        await self.store.drop_object(src.mount_id, path, EvictionReason.STALE)
+
+    def _fence(self, mount: str, path: str) -> None:
+        """Fence off what was learnt of `path` before now: UFS answers still in flight
+        (_invalidated_since) and metadata rows of the index (_confirmed_before_invalidation)."""
         self._generation += 1
-        key = (src.mount_id, path)
+        key = (mount, path)
         self._invalidated[key] = (self._generation, self.clock())
         self._invalidated.move_to_end(key)
         if len(self._invalidated) > INVALIDATION_MEMORY:
             _, (forgotten, _) = self._invalidated.popitem(last=False)
             self._forgotten_generation = max(self._forgotten_generation, forgotten)
-        self.metadata.invalidate(src.mount_id, path)
-        await self.store.drop_object(src.mount_id, path, EvictionReason.STALE)
 
     async def invalidate_prefix(self, src: Source, prefix: str) -> None:
         self._generation += 1
@@ -344,6 +349,7 @@ class ObjectCache:
         first, last = start // ps, (end - 1) // ps
         sequential = self._note_position(obj, start, end)
         ahead: dict[int, _Flight] = {}  # pages this read waits for, claimed by it or by others
+        stats.in_flight = ahead.keys()
         planned = first  # pages below this were planned: claimed, awaited or found on disk
         soon: asyncio.Future[bytes | None] | None = None  # the next page's disk read, started early
         for idx in range(first, last + 1):
@@ -416,7 +422,10 @@ class ObjectCache:
     def _changed(self, src: Source, info: ObjectInfo) -> None:
         """The UFS no longer has `info`'s version: forget it and drop its pages in the background."""
         entry = self.metadata.get_stat(src.mount_id, info.path)
-        if entry is not None and entry.info is not None and entry.info.etag == info.etag:
+        if entry is None or (entry.info is not None and entry.info.etag == info.etag):
+            # Also fence off the index's row of that version until the drop below removes it:
+            # a stat in between would otherwise take it back from there.
+            self._fence(src.mount_id, info.path)
             self.metadata.invalidate(src.mount_id, info.path)
         self._spawn(self.store.drop_object(src.mount_id, info.path, EvictionReason.STALE, version=info.etag))
 
@@ -620,17 +629,22 @@ class ObjectCache:
             await flight.settled.wait()
         return sum(obj.length(i) for i in window)
 
-    async def coverage(self, src: Source, info: ObjectInfo, start: int, end: int) -> tuple[int, int]:
+    async def coverage(
+        self, src: Source, info: ObjectInfo, start: int, end: int, exclude: Collection[int] = ()
+    ) -> tuple[int, int]:
         """(cached pages, pages) of [start, end) of the version in `info`: one index query, used
-        for X-Cache on HEAD and on reads longer than a page."""
+        for X-Cache on HEAD and on reads longer than a page. Pages in `exclude` (the ones a read
+        gets from fills in flight, ReadStats.in_flight) do not count as cached."""
         end = min(end, info.size)
         if start >= end:
             return 0, 0
         first, last = start // self._page_size, (end - 1) // self._page_size
-        if not self.policy.match(src.namespace_of(info.path)).stores:
+        rule = self.policy.match(src.namespace_of(info.path))
+        if not rule.stores:
             return 0, last - first + 1
-        held = await self.store.cached_indexes(src.mount_id, info.path, info.etag)
-        return sum(1 for i in range(first, last + 1) if i in held), last - first + 1
+        # Pages past the rule's TTL are still indexed until a read drops them: not cached.
+        held = await self.store.cached_indexes(src.mount_id, info.path, info.etag, rule.ttl)
+        return sum(1 for i in range(first, last + 1) if i in held and i not in exclude), last - first + 1
 
     # -- admin
 

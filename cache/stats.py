@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +23,9 @@ class ReadStats:
 
     bytes_from_cache: int = 0
     bytes_from_ufs: int = 0
+    # Pages this read gets from fills in flight, not from disk (a live view kept by the reader):
+    # such a page may reach the disk before the response's X-Cache is decided.
+    in_flight: Collection[int] = ()
 
     @property
     def outcome(self) -> Literal["HIT", "MISS", "PARTIAL"]:

@@ -547,10 +547,15 @@ class PageStore:
         with self.index.transaction() as txn:
             txn.set_checked(mount, path, etag, checked_at, max_age)
 
-    async def cached_indexes(self, mount: str, path: str, version: str) -> set[int]:
-        """Page indexes of one object version that the index holds."""
-        rows = await self._run(self.index.object_pages, mount, path, version)
-        return {i for _, _, i in rows}
+    async def cached_indexes(self, mount: str, path: str, version: str, ttl: float | None = None) -> set[int]:
+        """Page indexes of one object version that the index holds; with `ttl`, only the pages
+        stored less than `ttl` ago (an older one is dropped by the next read, not served)."""
+        if ttl is None:
+            rows = await self._run(self.index.object_pages, mount, path, version)
+            return {i for _, _, i in rows}
+        now = self.clock()
+        times = await self._run(self.index.object_page_times, mount, path, version)
+        return {i for i, stored in times if stored + ttl > now}
 
     async def quota_used(self, owner: str) -> int:
         return await self._run(self.index.quota_used, owner)
@@ -559,8 +564,11 @@ class PageStore:
         if self._index is not None:
             with contextlib.suppress(Exception):
                 await self.flush()
-            await self._run(self._index.close)
+        # Work already in the threads (say, the drop of a task cancelled at shutdown) finishes
+        # first: closing the connections it is using would crash SQLite.
         self._executor.shutdown(wait=True)
+        if self._index is not None:
+            self._index.close()
 
 
 def _write_all(fd: int, head: bytes, data: bytes) -> None:

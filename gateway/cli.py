@@ -398,12 +398,26 @@ _DONE_STATES = frozenset({"done", "completed", "complete", "succeeded", "failed"
 
 def _progress_line(status: Mapping[str, Any]) -> str:
     state = str(status.get("state", "running"))
-    done, total = status.get("bytes_loaded"), status.get("bytes_total")
+    # The gateway reports `bytes_done` (fetched + already cached); `bytes_loaded` is accepted too.
+    done = status.get("bytes_done", status.get("bytes_loaded"))
+    total = status.get("bytes_total")
+    line = state
     if isinstance(done, int) and isinstance(total, int) and total > 0:
         width = 30
         filled = min(width, done * width // total)
-        return f"[{'#' * filled}{'.' * (width - filled)}] {done * 100 // total:3d}% {_human(done)} / {_human(total)} {state}"
-    return state
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done * 100 // total:3d}% {_human(done)} / {_human(total)} {state}"
+    elif isinstance(done, int):  # still listing: the total is not known yet
+        line = f"{_human(done)} {state}"
+    extras = []
+    objects, objects_total = status.get("objects_done"), status.get("objects_total")
+    if isinstance(objects, int):
+        extras.append(f"{objects}/{objects_total if isinstance(objects_total, int) else '?'} objects")
+    rate, eta = status.get("rate"), status.get("eta")
+    if isinstance(rate, int | float) and rate > 0:
+        extras.append(f"{_human(int(rate))}/s")
+    if state == "running" and isinstance(eta, int | float):
+        extras.append(f"ETA {eta:.0f}s")
+    return "  ".join([line, *extras])
 
 
 def cmd_load(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

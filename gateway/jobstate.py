@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,7 @@ class SharedJobs:
 
     def _running_elsewhere(self, ns_path: str) -> dict[str, Any] | None:
         data = self._published(ns_path)
-        if (
-            data
-            and data.get("state") == "running"
-            and time.time() - data.get("published_at", 0) < STALE_AFTER
-        ):
+        if data and data.get("state") == "running" and _worker_alive(data):
             return data
         return None
 
@@ -67,7 +64,12 @@ class SharedJobs:
         local = self.jobs.status(ns_path)
         if local is not None:
             return local.as_dict(time.time())
-        return await anyio.to_thread.run_sync(self._published, ns_path)
+        data = await anyio.to_thread.run_sync(self._published, ns_path)
+        if data is not None and data.get("state") == "running" and not _worker_alive(data):
+            # Its worker died (killed, or this gateway restarted): the job will never finish.
+            errors = [*data.get("last_errors", []), "the worker running this load stopped"]
+            data = {**data, "state": "failed", "last_errors": errors}
+        return data
 
     async def stop(self, ns_path: str) -> dict[str, Any] | None:
         local = self.jobs.status(ns_path)
@@ -86,7 +88,8 @@ class SharedJobs:
         self.dir.mkdir(parents=True, exist_ok=True)
         target = self._file(ns_path)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**data, "published_at": time.time()}))
+        owner = {"published_at": time.time(), "host": _HOST, "pid": os.getpid()}
+        tmp.write_text(json.dumps({**data, **owner}))
         os.replace(tmp, target)
 
     async def run(self) -> None:
@@ -107,3 +110,26 @@ class SharedJobs:
                     finished.discard(job.path)
                 else:
                     finished.add(job.path)
+
+
+_HOST = socket.gethostname()
+
+
+def _worker_alive(data: dict[str, Any]) -> bool:
+    """Whether the worker that published a job may still run it: it published recently and, when
+    it is a process on this host, it is another process than this one and still exists (a
+    gateway restarted within STALE_AFTER must not wait for the job of its killed predecessor)."""
+    if time.time() - data.get("published_at", 0) >= STALE_AFTER:
+        return False
+    pid = data.get("pid")
+    if data.get("host") != _HOST or not isinstance(pid, int):
+        return True
+    if pid == os.getpid():
+        return False  # not a local job (the caller looked), so an earlier process with our pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True

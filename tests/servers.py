@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import httpx
@@ -33,13 +33,19 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """Start `moto_server` on a free loopback port; yields its endpoint URL."""
+def moto_server(env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Start `moto_server` on a free loopback port; yields its endpoint URL. `env` adds to (or
+    overrides) the server's environment, e.g. MOTO_RECORDER_FILEPATH for its request recorder."""
     port = free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    server_env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        **(env or {}),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
+        env=server_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -84,10 +84,12 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
             continue
         break
     page = svc.cache.settings.page_size
-    if start // page == (end - 1) // page:
-        outcome = stats.outcome.encode()
+    if no_store or start // page == (end - 1) // page:
+        outcome = stats.outcome.encode()  # no-store streams every byte from the UFS
     else:
-        cached, total = await svc.cache.coverage(mount.source, info, start + len(first), end)
+        cached, total = await svc.cache.coverage(
+            mount.source, info, start + len(first), end, exclude=stats.in_flight
+        )
         outcome = _combine(stats.bytes_from_ufs == 0, cached, total)
     headers.append((b"x-cache", outcome))
     return S3Response(status, headers, body, length=end - start, first=first)
