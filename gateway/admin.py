@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -179,6 +180,27 @@ async def cache_stats(request: Request, svc: Services, payload: Any) -> Response
 async def cache_explain(request: Request, svc: Services, payload: Any) -> Response:
     mount, path = _target(svc, request.query_params.get("path"))
     return JSONResponse({"mount": mount.path, **(await svc.cache.explain(mount.source, path))})
+
+
+def _error_handler(
+    spec: errors.ErrorSpec, message: str
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handle(request: Request, exc: Exception) -> Response:
+        rid = "admin-" + os.urandom(6).hex()
+        err = S3Error(spec, message, resource=request.url.path)
+        headers = {"x-amz-request-id": rid}
+        return Response(
+            errors.render(err, rid), status_code=err.status, media_type="application/xml", headers=headers
+        )
+
+    return handle
+
+
+# Unknown paths and methods under /_hoard/ answer in S3's error format, like everything else.
+EXCEPTION_HANDLERS = {
+    404: _error_handler(errors.NO_SUCH_KEY, "There is no Hoard endpoint at this path."),
+    405: _error_handler(errors.METHOD_NOT_ALLOWED, "This Hoard endpoint does not take this method."),
+}
 
 
 def routes(state: AdminState) -> list[Route]:

@@ -99,7 +99,11 @@ class HoardApp:
         self.config = config
         self.state = admin.AdminState()
         self.s3: S3Endpoint | None = None
-        self.admin = Starlette(routes=admin.routes(self.state), lifespan=self._lifespan)
+        self.admin = Starlette(
+            routes=admin.routes(self.state),
+            lifespan=self._lifespan,
+            exception_handlers=admin.EXCEPTION_HANDLERS,
+        )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -312,3 +312,10 @@ def test_fuzz_never_500(
 def test_unique_request_ids(gw: Gateway) -> None:
     ids = {signed(gw, "GET", f"/victim/{uuid.uuid4().hex}").headers["x-amz-request-id"] for _ in range(20)}
     assert len(ids) == 20
+
+
+def test_unknown_admin_paths_answer_s3_errors(gw: Gateway) -> None:
+    r = httpx.get(gw.endpoint + "/_hoard/0")
+    _assert_s3_error(r, "NoSuchKey", 404)
+    r = httpx.put(gw.endpoint + "/_hoard/health")
+    _assert_s3_error(r, "MethodNotAllowed", 405)
