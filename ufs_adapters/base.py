@@ -132,11 +132,17 @@ class NotSupported(UfsError):
 
 
 class Unavailable(UfsError):
-    """The UFS is down, throttling or timing out; the operation may be retried."""
+    """The UFS is down, throttling or timing out; the operation may be retried.
 
-    def __init__(self, path: str = "", detail: str = "", *, throttled: bool = False) -> None:
+    `retry_after` (seconds), when known, is how long to wait first: an open circuit breaker sets it.
+    """
+
+    def __init__(
+        self, path: str = "", detail: str = "", *, throttled: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(path, detail)
         self.throttled = throttled
+        self.retry_after = retry_after
 
 
 class NoSuchUpload(UfsError):
