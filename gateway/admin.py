@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.config import parse_mounts
 from gateway.namespace import Mount, MountError
 from gateway.s3 import errors
 from gateway.s3.errors import S3Error
@@ -96,7 +97,11 @@ async def add_mount(request: Request, svc: Services, payload: Any) -> Response:
     options = payload.get("options") or {}
     if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
         return _json_error(400, "options must be a map of strings")
-    mount = await svc.mounts.add(path, uri, options)
+    limits = None
+    if payload.get("limits"):
+        # Validated exactly like a config file's mount (one-line errors naming the key).
+        limits = parse_mounts([{"path": path, "uri": uri, "limits": payload["limits"]}])[0].limits
+    mount = await svc.mounts.add(path, uri, options, limits)
     svc.cache.attach(mount.source)
     return JSONResponse({"mount": mount.public_view()}, status_code=201)
 

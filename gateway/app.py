@@ -10,8 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,9 +29,7 @@ from gateway.s3.endpoint import S3Endpoint
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import SigV4Verifier
 from gateway.services import Services
-from ufs_adapters.base import UfsAdapter
-from ufs_adapters.instrumented import Instrumented
-from ufs_adapters.registry import open_adapter
+from gateway.ufs import UfsStack
 
 log = logging.getLogger("hoard")
 
@@ -52,13 +49,6 @@ async def _reload_mounts(mounts: MountTable, cache: ObjectCache) -> None:
                 sync_attached(mounts, cache)
         except Exception:  # a bad reload must not stop the loop
             log.exception("reloading mounts failed")
-
-
-async def open_instrumented(
-    uri: str, options: Mapping[str, str], *, state_dir: Path | None = None
-) -> UfsAdapter:
-    """Every mounted adapter is wrapped so its calls show in hoard_ufs_* metrics."""
-    return Instrumented(await open_adapter(uri, options, state_dir=state_dir))
 
 
 def cache_settings(c: CacheConfig) -> CacheSettings:
@@ -108,8 +98,9 @@ class HoardApp:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            ufs = UfsStack(self.config.ufs)
             mounts = await MountTable.open(
-                self.config.mounts, self.config.metastore.dir, opener=open_instrumented
+                self.config.mounts, self.config.metastore.dir, opener=ufs.open, wrap=ufs.wrap
             )
             stack.push_async_callback(mounts.aclose)
             cache = await ObjectCache.open(cache_settings(self.config.cache))

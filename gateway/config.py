@@ -252,9 +252,17 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    bandwidth: int | None = None  # bytes per second
+    """How Hoard treats one UFS (a mount's `limits:`) or all of them (the top-level `ufs:`).
+    Unset timeouts and retries fall back to `ufs:`, then to the built-in defaults."""
+
+    bandwidth: int | None = None  # bytes per second, reads and writes
     max_concurrency: int | None = None
     max_requests_per_second: float | None = None
+    burst: int | None = None  # bytes; default one second of bandwidth
+    retries: int | None = None  # attempts of an idempotent call, the first included
+    connect_timeout: float | None = None
+    first_byte_timeout: float | None = None
+    idle_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +301,7 @@ class Config:
     mounts: tuple[MountConfig, ...]
     cluster: ClusterConfig
     metastore: MetastoreConfig
+    ufs: Limits = Limits()  # global: one budget shared by every mount, default timeouts and retries
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as JSON-ready data; `from_dict` reads it back to an equal Config."""
@@ -476,6 +485,13 @@ def _positive_size(value: object) -> int:
     return size
 
 
+def _positive_duration(value: object) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{_show(value)} must be longer than 0")
+    return seconds
+
+
 def _duration(value: object) -> float:
     if not isinstance(value, str | int | float):
         raise ValueError(f"{_show(value)} is not a duration (use e.g. 10m, 30s, 500ms)")
@@ -639,8 +655,13 @@ def _build_cache(r: _Reader) -> CacheConfig:
 def _build_limits(r: _Reader) -> Limits:
     limits = Limits(
         bandwidth=r.opt("bandwidth", _rate),
+        burst=r.opt("burst", _positive_size),
         max_concurrency=r.opt("max_concurrency", _int(1)),
         max_requests_per_second=r.opt("max_requests_per_second", _positive_float),
+        retries=r.opt("retries", _int(1)),
+        connect_timeout=r.opt("connect_timeout", _positive_duration),
+        first_byte_timeout=r.opt("first_byte_timeout", _positive_duration),
+        idle_timeout=r.opt("idle_timeout", _positive_duration),
     )
     r.finish()
     return limits
@@ -694,6 +715,7 @@ def _build(raw: object, sources: Mapping[str, str]) -> Config:
         mounts=_build_mounts(top),
         cluster=_build_cluster(top.section("cluster")),
         metastore=MetastoreConfig(dir=metastore.get("dir", _path, absolute_path("./hoard-meta"))),
+        ufs=_build_limits(top.section("ufs")),
     )
     metastore.finish()
     top.finish()

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from cache.reader import ObjectCache
 from cache.stats import EvictionReason
 from gateway.namespace import MountTable
-from ufs_adapters.instrumented import Instrumented
+from gateway.ufs import mount_stats
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -108,7 +108,7 @@ class _CacheCollector(Collector):
 
 
 class _UfsCollector(Collector):
-    """UFS calls and bytes per mount, from each mount's Instrumented wrapper."""
+    """Per mount: UFS calls and bytes (Instrumented), throttling (Limited), breaker (Resilient)."""
 
     def __init__(self, mounts: MountTable) -> None:
         self.mounts = mounts
@@ -120,13 +120,31 @@ class _UfsCollector(Collector):
         read = CounterMetricFamily(
             "hoard_ufs_bytes_read", "Bytes read from the under-storage.", labels=["mount"]
         )
+        throttle = CounterMetricFamily(
+            "hoard_ufs_throttle_seconds", "Time calls waited on the mount's limits.", labels=["mount"]
+        )
+        inflight = GaugeMetricFamily(
+            "hoard_ufs_inflight", "UFS calls in flight, open reads included.", labels=["mount"]
+        )
+        retries = CounterMetricFamily("hoard_ufs_retries", "Retried UFS calls.", labels=["mount"])
+        resumes = CounterMetricFamily(
+            "hoard_ufs_read_resumes", "Reads resumed after a break.", labels=["mount"]
+        )
+        breaker = GaugeMetricFamily(
+            "hoard_ufs_circuit_open", "1 while the mount's circuit breaker is open.", labels=["mount"]
+        )
         for mount in self.mounts.mounts():
-            adapter = mount.adapter
-            if not isinstance(adapter, Instrumented):
-                continue
-            counts, bytes_read = adapter.stats()
-            for (operation, outcome), n in sorted(counts.items()):
-                requests.add_metric([mount.path, operation, outcome], n)
-            read.add_metric([mount.path], bytes_read)
-        yield requests
-        yield read
+            counted, limited, resilient = mount_stats(mount.adapter)
+            if counted is not None:
+                counts, bytes_read = counted.stats()
+                for (operation, outcome), n in sorted(counts.items()):
+                    requests.add_metric([mount.path, operation, outcome], n)
+                read.add_metric([mount.path], bytes_read)
+            if limited is not None:
+                throttle.add_metric([mount.path], limited.throttle_seconds)
+                inflight.add_metric([mount.path], limited.inflight)
+            if resilient is not None:
+                retries.add_metric([mount.path], int(resilient["retries"]))
+                resumes.add_metric([mount.path], int(resilient["resumes"]))
+                breaker.add_metric([mount.path], 1 if resilient["state"] == "open" else 0)
+        yield from (requests, read, throttle, inflight, retries, resumes, breaker)

@@ -25,9 +25,9 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,9 @@ _SECRET_WORDS = ("secret", "token", "password", "credential")
 REDACTED = "****"
 
 Origin = Literal["config", "runtime"]
+
+
+Wrap = Callable[[UfsAdapter, Limits], UfsAdapter]
 
 
 class MountError(ValueError):
@@ -114,11 +117,7 @@ class Mount:
             "options": redact(self.options),
             "id": self.id,
             "origin": self.origin,
-            "limits": {
-                "bandwidth": self.limits.bandwidth,
-                "max_concurrency": self.limits.max_concurrency,
-                "max_requests_per_second": self.limits.max_requests_per_second,
-            },
+            "limits": {f.name: getattr(self.limits, f.name) for f in fields(self.limits)},
         }
 
     def config(self) -> MountConfig:
@@ -160,11 +159,17 @@ class MountTable:
     """Longest-prefix mount resolution plus the runtime mount lifecycle. Build with `open()`."""
 
     def __init__(
-        self, state_dir: Path, *, opener: Opener | None = None, scratch_dir: Path | None = None
+        self,
+        state_dir: Path,
+        *,
+        opener: Opener | None = None,
+        scratch_dir: Path | None = None,
+        wrap: Wrap | None = None,
     ) -> None:
         self._state_dir = state_dir
         self._scratch_dir = scratch_dir or state_dir / "ufs"
         self._opener: Opener = opener or open_adapter
+        self._wrap = wrap
         self._index = _EMPTY
         self._config_paths: frozenset[str] = frozenset()
         self._lock = anyio.Lock()
@@ -228,14 +233,16 @@ class MountTable:
         *,
         opener: Opener | None = None,
         scratch_dir: Path | None = None,
+        wrap: Wrap | None = None,
     ) -> MountTable:
         """Open the config mounts (failure is fatal) and the persisted runtime mounts (a failure is
         logged and that mount skipped, so one bad UFS cannot keep the gateway down).
 
         `state_dir` holds mounts.json. Each adapter gets `<scratch_dir>/<mount id>` as its own
         scratch space (the S3 adapter spools upload parts there); default `<state_dir>/ufs`.
-        `opener` replaces `ufs_adapters.registry.open_adapter` (tests)."""
-        table = cls(state_dir, opener=opener, scratch_dir=scratch_dir)
+        `opener` replaces `ufs_adapters.registry.open_adapter` (tests); `wrap(adapter, limits)` puts
+        the cross-cutting wrappers (limiter, retries, metrics) around each opened adapter."""
+        table = cls(state_dir, opener=opener, scratch_dir=scratch_dir, wrap=wrap)
         table._config_paths = frozenset(m.path for m in config_mounts)
         opened: dict[str, Mount] = {}
         try:
@@ -330,6 +337,8 @@ class MountTable:
         try:
             options = normalize_options(mc.options)
             adapter = await self._opener(mc.uri, options, state_dir=self._adapter_state_dir(mc.path))
+            if self._wrap is not None:
+                adapter = self._wrap(adapter, mc.limits)
         except (ValueError, UfsError) as exc:
             raise MountError(f"{mc.path!r} ({mc.uri}): {_describe(exc)}") from exc
         return Mount(mc.path, mc.uri, options, mc.limits, adapter, mount_id(mc.path), origin)

@@ -7,6 +7,7 @@ and messages follow the AWS S3 API reference ("Error responses", list of error c
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -188,7 +189,9 @@ def from_exception(exc: BaseException, *, resource: str = "", request_id: str = 
         for cls in type(exc).__mro__:
             spec = _UFS_ERRORS.get(cls)
             if spec is not None:
-                headers = {"Retry-After": "1"} if isinstance(exc, ufs.Unavailable) else None
+                headers = None
+                if isinstance(exc, ufs.Unavailable):
+                    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after or 1)))}
                 message = f"{spec.message} ({exc.detail})" if exc.detail else spec.message
                 if spec is SLOW_DOWN or (isinstance(exc, ufs.Unavailable) and exc.throttled):
                     spec = SLOW_DOWN

@@ -463,7 +463,7 @@ def test_errors_are_one_line(tmp_path: Path, yaml_text: str, message: str) -> No
         ),
         (
             {"HOARD_SERVR__PORT": "1"},
-            "config error: servr: unknown section (known: auth, cache, cluster, metastore, mounts, server) (from HOARD_SERVR__PORT)",
+            "config error: servr: unknown section (known: auth, cache, cluster, metastore, mounts, server, ufs) (from HOARD_SERVR__PORT)",
         ),
         (
             {"HOARD_SERVER__PROT": "1"},

@@ -254,7 +254,16 @@ async def test_add_persist_remove_and_restart(tmp_path: Path) -> None:
             "path": "/new",
             "uri": "fake://new",
             "options": {"region": "r"},
-            "limits": {"bandwidth": None, "max_concurrency": 4, "max_requests_per_second": None},
+            "limits": {
+                "bandwidth": None,
+                "max_concurrency": 4,
+                "max_requests_per_second": None,
+                "burst": None,
+                "retries": None,
+                "connect_timeout": None,
+                "first_byte_timeout": None,
+                "idle_timeout": None,
+            },
         }
     ]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
