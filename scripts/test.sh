@@ -12,6 +12,8 @@ make_venv .venv
 make_venv .venv-aws
 .venv-aws/bin/python -m pip install -q --disable-pip-version-check awscli==1.46.3
 export HOARD_AWS_CLI="$PWD/.venv-aws/bin/aws"
+# Azurite (the Azure Blob emulator, from npm) for the Azure adapter's tests.
+.venv/bin/python -m tests.azurite
 
 .venv/bin/ruff check gateway cache ufs_adapters tests
 .venv/bin/ruff format --check gateway cache ufs_adapters tests

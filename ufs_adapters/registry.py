@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from .azure import AzureBlobAdapter
 from .base import UfsAdapter
 from .local import LocalAdapter
 from .s3 import OPTION_ALIASES, S3Adapter, normalize_options
@@ -24,6 +25,7 @@ SCHEMES: Mapping[str, Opener] = {
     "file": LocalAdapter.open,
     "s3": S3Adapter.open,
     "s3a": S3Adapter.open,  # Alluxio/Hadoop spelling of the same thing
+    **dict.fromkeys(("wasb", "wasbs", "abfs", "abfss", "az"), AzureBlobAdapter.open),  # Azure Blob
 }
 
 

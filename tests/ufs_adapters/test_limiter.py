@@ -18,9 +18,11 @@ from typing import Any, TypeVar, cast
 import boto3  # type: ignore[import-untyped]
 import pytest
 
+from tests.azurite import ACCOUNT_KEY as AZURITE_KEY
 from tests.ufs_adapters.conformance import CASES, Case, body, get, put
 from tests.ufs_adapters.test_local import supports_user_xattrs
 from tests.ufs_adapters.test_s3 import options
+from ufs_adapters.azure import AzureBlobAdapter
 from ufs_adapters.base import NotFound, ObjectInfo, ReadOptions, UfsAdapter, Unavailable, WriteMeta
 from ufs_adapters.instrumented import Instrumented
 from ufs_adapters.limiter import Backoff, Budget, Limited, LimiterStats, LimitSpec
@@ -187,6 +189,25 @@ async def test_conformance_local(
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
 async def test_conformance_s3(s3_opened: S3Adapter, s3_bucket: str, case: Case) -> None:
     inner = S3Adapter(s3_opened.client, s3_bucket, f"limited/{uuid.uuid4().hex[:8]}")
+    ufs = limited(inner, BUSY, BUSY_GLOBAL)
+    await case(ufs)
+    assert ufs.stats().inflight == 0
+
+
+@pytest.fixture(scope="module")
+async def azure_opened(azurite_endpoint: str) -> AsyncIterator[AzureBlobAdapter]:
+    adapter = await AzureBlobAdapter.open(
+        "wasbs://hoard-limited@devstoreaccount1.blob.core.windows.net/",
+        {"endpoint_url": azurite_endpoint, "account_key": AZURITE_KEY},
+    )
+    await adapter.client.create_container("hoard-limited")
+    yield adapter
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+async def test_conformance_azure(azure_opened: AzureBlobAdapter, case: Case) -> None:
+    inner = AzureBlobAdapter(azure_opened.client, "hoard-limited", f"limited/{uuid.uuid4().hex[:8]}")
     ufs = limited(inner, BUSY, BUSY_GLOBAL)
     await case(ufs)
     assert ufs.stats().inflight == 0
@@ -408,6 +429,20 @@ async def test_aimd_without_a_configured_rate(root: Path, local: LocalAdapter) -
         assert time.monotonic() - began < 2.0
         await ufs.stat("obj")
     assert ufs._admits_freely() and ufs.stats().inflight == 0
+
+
+async def test_aimd_without_a_configured_rate_on_a_quiet_mount(root: Path, local: LocalAdapter) -> None:
+    """A SlowDown on a mount that saw <= 1 req/s: the cut stops at the floor, at the ceiling
+    already; the next success lifts the limit instead of leaving the mount at 1 req/s for good."""
+    make_file(root, "obj", 10)
+    ufs_ = SlowDown(local)
+    ufs = limited(ufs_, LimitSpec())
+    ufs_.fail = 1
+    with pytest.raises(Unavailable):
+        await ufs.stat("obj")
+    assert ufs.stats().effective_rps == 1.0
+    await ufs.stat("obj")
+    assert ufs.stats().effective_rps is None and ufs._admits_freely()
 
 
 # --- the fast path and the spec ------------------------------------------------------------------------
