@@ -305,7 +305,13 @@ class Budget:
     def _succeeded(self) -> None:
         """Additive increase, up to the ceiling; back to unlimited if nothing was configured."""
         requests, ceiling = self._requests, self._ceiling
-        if requests is None or ceiling is None or requests.rate >= ceiling:
+        if requests is None or ceiling is None:
+            return
+        if requests.rate >= ceiling:
+            # Already at the ceiling (a cut that the floor stopped leaves it there: a mount that
+            # saw <= `floor` req/s): an unconfigured rate is lifted, as when climbing back to it.
+            if self.spec.max_requests_per_second is None:
+                self._requests = self._ceiling = None
             return
         now = time.monotonic()
         rate = requests.rate + ceiling * self.backoff.recovery * min(1.0, now - self._last_raise)
