@@ -1,0 +1,867 @@
+"""GET throughput through Hoard and through nginx serving the same files, in one run.
+
+    .venv/bin/python bench/get_throughput.py [--duration 10] [--connections 32] [--workers 1,2] [--quick]
+
+Makes objects of 4 KiB, 1 MiB and 64 MiB in a temporary directory, serves it with nginx (static files,
+sendfile) and with `hoard serve` (the directory as the root mount, bucket `bench`), and loads each with
+wrk: the same connections and threads, a Lua script cycling through every object of one size. Hoard's
+requests are presigned GET URLs made by boto3, so each one is signed and verified as a client's would
+be. For each server and size it prints the rate, and the server's CPU time (user + system, master and
+every child process, from /proc) per request and per GB received by wrk. Installs nginx and wrk with
+apt-get when they are missing (as root). All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+from urllib.parse import urlsplit
+
+import boto3  # type: ignore[import-untyped]
+import httpx
+from botocore.config import Config as BotoConfig
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BUCKET = "bench"
+ACCESS_KEY = "bench"
+SECRET_KEY = "bench-secret-key-not-for-production"
+REGION = "us-east-1"
+PRESIGN_EXPIRES = 7 * 24 * 3600  # SigV4's longest
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Size:
+    label: str
+    name: str  # directory under the bucket
+    nbytes: int
+    count: int
+
+    @property
+    def by_requests(self) -> bool:
+        """Small objects are rated in requests/s, large ones in MB/s."""
+        return self.nbytes < MIB
+
+
+SIZES = (
+    Size("4 KiB", "4KiB", 4096, 1000),
+    Size("1 MiB", "1MiB", MIB, 64),
+    Size("64 MiB", "64MiB", 64 * MIB, 4),
+)
+QUICK_COUNTS = {"4KiB": 200, "1MiB": 16, "64MiB": 2}
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    bytes: int
+    seconds: float
+    errors: dict[str, int]  # connect, read, write, status (non-2xx/3xx), timeout
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    size: Size
+    server: str
+    wrk: WrkResult
+    cpu_seconds: float  # the server's processes
+    client_cpu_seconds: float  # wrk
+    other_cpu_seconds: float  # every other process on the machine meanwhile
+    interrupt_cpu_seconds: float  # irq + softirq time, charged to no process
+
+    @property
+    def rate(self) -> float:
+        if self.size.by_requests:
+            return self.wrk.requests / self.wrk.seconds
+        return self.wrk.bytes / self.wrk.seconds / 1e6
+
+    @property
+    def disturbed(self) -> bool:
+        """Other processes took more than a quarter of a core: the numbers are suspect."""
+        return self.other_cpu_seconds > 0.25 * self.wrk.seconds
+
+    @property
+    def requests(self) -> float:
+        """Completed requests; for large objects, bytes received over the object size, so that the
+        responses still streaming when wrk stops count for the part that was sent."""
+        if self.size.by_requests:
+            return float(self.wrk.requests)
+        return self.wrk.bytes / self.size.nbytes
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / max(self.requests, 1e-9) * 1e6
+
+    @property
+    def cpu_s_per_gb(self) -> float:
+        return self.cpu_seconds / max(self.wrk.bytes, 1) * 1e9
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+
+def find_tool(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+
+
+def ensure_tools() -> tuple[str, str]:
+    """nginx and wrk, installed from Debian's packages if missing."""
+    if not (find_tool("nginx") and find_tool("wrk")):
+        if os.geteuid() != 0:
+            sys.exit("nginx and wrk are needed: run as root, or `apt-get install -y nginx wrk` first")
+        log("installing nginx and wrk (apt-get)")
+        subprocess.run(
+            "apt-get update -qq && apt-get install -y -qq nginx wrk",
+            shell=True,
+            check=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            stdout=subprocess.DEVNULL,
+        )
+    nginx, wrk = find_tool("nginx"), find_tool("wrk")
+    if nginx is None or wrk is None:
+        sys.exit("nginx or wrk is still missing after apt-get install")
+    return nginx, wrk
+
+
+def hoard_argv() -> tuple[list[str], dict[str, str]]:
+    """The installed `hoard` beside this Python, else the CLI run from the source tree."""
+    script = Path(sys.executable).parent / "hoard"
+    if script.exists():
+        return [str(script)], {}
+    return [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"], {
+        "PYTHONPATH": str(REPO)
+    }
+
+
+def tool_version(argv: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def hoard_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return f"{rev}{'+dirty' if dirty else ''}" if rev else "?"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- processes and their CPU time ----------------------------------------------------------------
+
+
+Snapshot = dict[int, tuple[str, int, int]]  # pid: (command name, ppid, utime + stime in ticks)
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None  # gone
+    close = raw.rindex(")")  # the command name may hold spaces and parentheses
+    fields = raw[close + 2 :].split()
+    return raw[raw.index("(") + 1 : close], int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def snapshot() -> Snapshot:
+    """Every process's CPU time (all its threads), from /proc/<pid>/stat."""
+    stats: Snapshot = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                stats[int(entry.name)] = stat
+    return stats
+
+
+def subtree(snap: Snapshot, root: int) -> set[int]:
+    """`root` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in snap.items():
+        children.setdefault(ppid, []).append(pid)
+    tree: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in snap and pid not in tree:
+            tree.add(pid)
+            todo.extend(children.get(pid, ()))
+    return tree
+
+
+def cpu_delta(before: Snapshot, after: Snapshot, pids: set[int]) -> float:
+    """Seconds of CPU that `pids` used between two snapshots; those born in between count from zero."""
+    ticks = sum(after[p][2] - (before[p][2] if p in before else 0) for p in pids if p in after)
+    return ticks / CLK_TCK
+
+
+def busiest_other(before: Snapshot, after: Snapshot, exclude: set[int]) -> str:
+    """The process outside `exclude` that used the most CPU between the snapshots, for warnings."""
+    deltas = {p: after[p][2] - (before[p][2] if p in before else 0) for p in after if p not in exclude}
+    if not deltas:
+        return "?"
+    pid = max(deltas, key=lambda p: deltas[p])
+    return f"{after[pid][0]} (pid {pid}, {deltas[pid] / CLK_TCK:.1f}s)"
+
+
+class Server:
+    """A server process in its own session, so that it and its workers stop together."""
+
+    def __init__(self, name: str, argv: list[str], logfile: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.logfile = logfile
+        self._log: IO[bytes] = logfile.open("wb")
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_http(self, url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.alive():
+            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        else:
+            # The leader is gone; its workers may not be.
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._log.close()
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, interrupts) CPU ticks of all cores from /proc/stat: busy is user, nice, system and
+    steal time; interrupts is irq and softirq time, where much of loopback TCP's work is done
+    without being charged to any process."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return user + nice + system + steal, irq + softirq
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- data, URLs, wrk -----------------------------------------------------------------------------
+
+
+def make_data(root: Path, sizes: Sequence[Size]) -> dict[str, str]:
+    """Random objects under root/bench/<size>/; returns {key: sha256}."""
+    digests: dict[str, str] = {}
+    bucket = root / BUCKET
+    for size in sizes:
+        directory = bucket / size.name
+        directory.mkdir(parents=True)
+        for i in range(size.count):
+            data = os.urandom(size.nbytes)
+            key = f"{size.name}/obj-{i:05d}"
+            (bucket / key).write_bytes(data)
+            digests[key] = hashlib.sha256(data).hexdigest()
+    # nginx's workers drop root's privileges: let them read the tree.
+    for path in (root.parent, root, *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return digests
+
+
+def keys_of(size: Size) -> list[str]:
+    return [f"{size.name}/obj-{i:05d}" for i in range(size.count)]
+
+
+def s3_client(endpoint: str) -> object:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name=REGION,
+        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+def presigned_paths(endpoint: str, keys: Sequence[str]) -> list[str]:
+    """Path and query of a presigned GET per key, as boto3 makes them for any client."""
+    client = s3_client(endpoint)
+    paths = []
+    for key in keys:
+        url = client.generate_presigned_url(  # type: ignore[attr-defined]
+            "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=PRESIGN_EXPIRES
+        )
+        parts = urlsplit(url)
+        paths.append(f"{parts.path}?{parts.query}")  # exactly as signed: no re-encoding
+    return paths
+
+
+# Each wrk thread loads this script into its own Lua state; `setup` (run in the main state) gives
+# each thread an index, so the threads start at different objects and then cycle through all of them.
+_LUA = string.Template(
+    """\
+local paths = {}
+for line in io.lines("${paths_file}") do paths[#paths + 1] = line end
+local threads = ${threads}
+local created = 0
+
+function setup(thread)
+  thread:set("thread_index", created)
+  created = created + 1
+end
+
+local i = 0
+function init(args)
+  i = math.floor((thread_index or 0) * #paths / threads)
+end
+
+function request()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT requests=%d bytes=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d\\n",
+    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+)
+
+_RESULT = re.compile(r"^WRK_RESULT (.*)$", re.M)
+
+
+def write_lua(directory: Path, name: str, paths: Sequence[str], threads: int) -> Path:
+    paths_file = directory / f"{name}.paths"
+    paths_file.write_text("".join(p + "\n" for p in paths))
+    script = directory / f"{name}.lua"
+    script.write_text(_LUA.substitute(paths_file=paths_file, threads=threads))
+    return script
+
+
+@dataclass(frozen=True)
+class Load:
+    wrk: str
+    connections: int
+    threads: int
+
+    def argv(self, base_url: str, script: Path, seconds: int) -> list[str]:
+        return [
+            self.wrk,
+            f"-t{self.threads}",
+            f"-c{self.connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "60s",  # a 64 MiB response shared by 32 connections takes seconds
+            "-s",
+            str(script),
+            base_url,
+        ]
+
+    def run(self, base_url: str, script: Path, seconds: int) -> WrkResult:
+        argv = self.argv(base_url, script, seconds)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 90)
+        match = _RESULT.search(out.stdout)
+        if out.returncode != 0 or match is None:
+            raise RuntimeError(f"wrk failed ({out.returncode}): {shlex.join(argv)}\n{out.stdout}{out.stderr}")
+        fields = {k: int(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+        return WrkResult(
+            requests=fields["requests"],
+            bytes=fields["bytes"],
+            seconds=fields["duration_us"] / 1e6,
+            errors={k: fields[k] for k in ("connect", "read", "write", "status", "timeout") if fields[k]},
+            p50_ms=fields["p50_us"] / 1e3,
+            p99_ms=fields["p99_us"] / 1e3,
+        )
+
+
+def verify(
+    base_url: str, paths: Sequence[str], keys: Sequence[str], digests: dict[str, str], who: str
+) -> None:
+    """GET each path once and compare with the file's bytes; stops the run on the first mismatch."""
+    with httpx.Client(base_url=base_url, timeout=60.0) as client:
+        for path, key in zip(paths, keys, strict=True):
+            try:
+                response = client.get(path)
+            except httpx.TransportError as exc:
+                raise RuntimeError(f"{who}: GET {key} failed: {exc!r}") from exc
+            if response.status_code != 200:
+                raise RuntimeError(f"{who}: GET {key} answered {response.status_code}: {response.text[:300]}")
+            if hashlib.sha256(response.content).hexdigest() != digests[key]:
+                raise RuntimeError(
+                    f"{who}: GET {key} returned {len(response.content)} bytes that differ from the file"
+                )
+
+
+# --- the servers ---------------------------------------------------------------------------------
+
+
+def start_nginx(nginx: str, workdir: Path, data: Path, workers: int) -> tuple[Server, str]:
+    prefix = workdir / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    template = string.Template((HERE / "nginx.conf.tmpl").read_text())
+    conf.write_text(template.substitute(workers=workers, prefix=prefix, port=port, root=data))
+    argv = [nginx, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
+    check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
+    server = Server(f"nginx ({workers} workers)", argv, prefix / "stdout.log")
+    base = f"http://127.0.0.1:{port}"
+    server.wait_http(f"{base}/{BUCKET}/{SIZES[0].name}/obj-00000")
+    return server, base
+
+
+def start_hoard(workdir: Path, data: Path, workers: int) -> tuple[Server, str]:
+    home = workdir / f"hoard-w{workers}"
+    home.mkdir()
+    port = free_port()
+    config = home / "hoard.yaml"
+    config.write_text(
+        f"""\
+server: {{host: 127.0.0.1, port: {port}, workers: {workers}}}
+auth:
+  users: [{{access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY}, admin: true}}]
+cache: {{dir: "{home / "cache"}", size: 4GiB}}
+metastore: {{dir: "{home / "meta"}"}}
+mounts:
+  - {{path: /, uri: "file://{data}"}}
+"""
+    )
+    prefix, env = hoard_argv()
+    argv = [*prefix, "serve", "--config", str(config)]
+    server = Server(f"Hoard ({workers} worker{'s' if workers > 1 else ''})", argv, home / "stdout.log", env)
+    base = f"http://127.0.0.1:{port}"
+    server.wait_http(f"{base}/_hoard/ready", timeout=60.0)
+    return server, base
+
+
+# --- profiling (optional) ------------------------------------------------------------------------
+
+
+# Leaf frames of a thread with nothing to do: idle thread-pool workers waiting for a job (a busy
+# worker's stack goes deeper, into the job).
+_IDLE_LEAVES = (
+    "Condition.wait (threading.py",
+    "Event.wait (threading.py",
+    "Queue.get (queue.py",
+    "_worker (concurrent/futures/thread.py",
+)
+# Entry frames every busy sample of their thread has; left out of the inclusive list.
+_ENTRY_FRAMES = (
+    "<module> (",
+    "main (gateway/cli.py",
+    "cmd_serve (gateway/cli.py",
+    "run (uvicorn/main.py",
+    "Server.run (uvicorn/server.py",
+    "asyncio_run (uvicorn/_compat.py",
+    "Thread._bootstrap",
+    "Thread.run (threading.py",
+    "WorkerThread.run (anyio",
+    "_bootstrap (<frozen",
+    "spawn_main (",
+    "_main (multiprocessing",
+    "BaseProcess._bootstrap",
+    "BaseProcess.run",
+    "subprocess_started (uvicorn",
+)
+
+
+def profile_hoard(server: Server, load: Load, base: str, script: Path, seconds: int, out: Path) -> str:
+    """py-spy on every Hoard process during one more (unmeasured) 4 KiB run; returns the top frames.
+
+    py-spy pauses the processes for each sample, so this run's rate is not a measurement."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(pyspy, os.X_OK):
+        return "--profile: py-spy is not installed (.venv/bin/pip install py-spy); skipped"
+    argv = [
+        pyspy,
+        "record",
+        "--pid",
+        str(server.proc.pid),
+        "--subprocesses",
+        "--rate",
+        "250",
+        "--duration",
+        str(seconds),
+        "--function",  # one entry per function, not per line
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
+    log(f"profiling: {shlex.join(argv)}")
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # let py-spy attach
+        load.run(base, script, seconds)
+        _, err = spy.communicate(timeout=seconds + 60)
+    finally:
+        if spy.poll() is None:
+            spy.kill()
+            spy.wait(timeout=10)
+    if not out.exists():
+        return f"py-spy wrote nothing: {err.strip()[-500:]}"
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    busy = idle = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        n = int(count)
+        if frames[-1].startswith(_IDLE_LEAVES):
+            idle += n
+            continue
+        busy += n
+        self_time[frames[-1]] += n
+        for frame in set(frames):
+            if not frame.startswith(_ENTRY_FRAMES):
+                inclusive[frame] += n
+    if busy == 0:
+        return f"py-spy recorded no busy samples: {err.strip()[-500:]}"
+    lines = [
+        f"py-spy, Hoard during a 4 KiB run: {busy} busy samples ({idle} more of idle pool threads left out);",
+        "a leaf of Runner.run is time in the event loop's own C code (uvloop: polling, socket I/O).",
+        "  self time:",
+    ]
+    lines += [f"    {100 * n / busy:5.1f}%  {frame}" for frame, n in self_time.most_common(15)]
+    lines.append("  inclusive:")
+    shown = [(f, n) for f, n in inclusive.most_common(40) if n < 0.99 * busy]  # not the entry frames
+    lines += [f"    {100 * n / busy:5.1f}%  {frame}" for frame, n in shown[:25]]
+    return "\n".join(lines)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def fmt_rate(m: Measurement) -> str:
+    return f"{m.rate:,.0f} req/s" if m.size.by_requests else f"{m.rate:,.0f} MB/s"
+
+
+def table(results: Sequence[Measurement]) -> str:
+    rows = [("size", "server", "rate", "CPU µs/request", "CPU s/GB", "ratio Hoard/nginx")]
+    for m in results:
+        ratio = ""
+        base = next((b for b in results if b.size == m.size and b.server.startswith("nginx")), None)
+        if base is not None and m is not base:
+            ratio = f"rate {m.rate / base.rate:.2f}x, CPU/req {m.cpu_us_per_request / base.cpu_us_per_request:.1f}x"
+        flag = " (!)" if m.wrk.errors or m.disturbed else ""
+        rows.append(
+            (
+                m.size.label,
+                m.server + flag,
+                fmt_rate(m),
+                f"{m.cpu_us_per_request:,.0f}",
+                f"{m.cpu_s_per_gb:,.2f}",
+                ratio,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def details(results: Sequence[Measurement]) -> str:
+    lines = []
+    for m in results:
+        errors = ", ".join(f"{k} {v}" for k, v in m.wrk.errors.items()) or "none"
+        lines.append(
+            f"  {m.size.label:>6}  {m.server:<18} {m.wrk.requests:>9,} requests in {m.wrk.seconds:.1f}s, "
+            f"{m.wrk.bytes / 1e6:,.0f} MB, latency p50 {m.wrk.p50_ms:.1f} ms p99 {m.wrk.p99_ms:.1f} ms, "
+            f"CPU: server {100 * m.cpu_seconds / m.wrk.seconds:.0f}%, wrk {100 * m.client_cpu_seconds / m.wrk.seconds:.0f}%, "
+            f"interrupts {100 * m.interrupt_cpu_seconds / m.wrk.seconds:.0f}%, "
+            f"others {100 * m.other_cpu_seconds / m.wrk.seconds:.0f}%; errors: {errors}"
+        )
+    return "\n".join(lines)
+
+
+def measure_once(
+    server: Server, base: str, size: Size, script: Path, load: Load, seconds: int
+) -> Measurement:
+    before, machine, client = snapshot(), machine_ticks(), children_cpu_seconds()
+    result = load.run(base, script, seconds)
+    after, client = snapshot(), children_cpu_seconds() - client
+    busy, interrupts = (b - a for a, b in zip(machine, machine_ticks(), strict=True))
+    if not server.alive():
+        raise RuntimeError(f"{server.name} died during the {size.label} run:\n{server.log_tail()}")
+    pids = subtree(before, server.proc.pid) | subtree(after, server.proc.pid)
+    cpu = cpu_delta(before, after, pids)
+    other = max(0.0, busy / CLK_TCK - cpu - client)
+    m = Measurement(size, server.name, result, cpu, client, other, interrupts / CLK_TCK)
+    log(f"  {fmt_rate(m)}, {m.cpu_us_per_request:,.0f} µs CPU/request")
+    if result.errors:
+        log(f"  warning: wrk counted errors: {result.errors}")
+    if m.disturbed:
+        busiest = busiest_other(before, after, pids | {os.getpid()})
+        log(f"  warning: other processes used {100 * other / result.seconds:.0f}% CPU, most: {busiest}")
+    return m
+
+
+def measure_server(
+    server: Server,
+    base: str,
+    sizes: Sequence[Size],
+    scripts: dict[str, Path],
+    load: Load,
+    args: argparse.Namespace,
+) -> list[Measurement]:
+    results = []
+    for size in sizes:
+        script = scripts[size.name]
+        command = shlex.join(load.argv(base, script, args.duration))
+        log(f"{server.name}, {size.label}: warm-up {args.warmup}s, then {command}")
+        load.run(base, script, args.warmup)
+        tries = [measure_once(server, base, size, script, load, args.duration)]
+        while tries[-1].disturbed and len(tries) <= args.retries:
+            log("  run again: the machine was busy with other work")
+            tries.append(measure_once(server, base, size, script, load, args.duration))
+        results.append(min(tries, key=lambda m: m.other_cpu_seconds))
+    return results
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured run (default 10)")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="seconds of warm-up before each run (default 3)"
+    )
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument(
+        "--workers", default="1,2", help="Hoard worker counts to run, comma-separated (default 1,2)"
+    )
+    parser.add_argument("--nginx-workers", type=int, default=2, help="nginx worker_processes (default 2)")
+    parser.add_argument("--sizes", default="4KiB,1MiB,64MiB", help="which object sizes (default all three)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short check that it all works (under a minute)"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="runs again a run during which other processes took > 25%% of a core (default 1)",
+    )
+    parser.add_argument("--profile", action="store_true", help="also py-spy Hoard during a 4 KiB run")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (data, logs, configs)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.retries = min(args.duration, 2), min(args.warmup, 1), 0
+    try:
+        args.worker_counts = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    except ValueError:
+        parser.error(f"--workers {args.workers!r}: expected numbers such as 1,2")
+    names = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    known = {s.name: s for s in SIZES}
+    if not names or any(n not in known for n in names):
+        parser.error(f"--sizes: choose from {', '.join(known)}")
+    args.size_list = [
+        Size(s.label, s.name, s.nbytes, QUICK_COUNTS[s.name] if args.quick else s.count)
+        for s in SIZES
+        if s.name in names
+    ]
+    if args.duration < 1 or args.warmup < 1 or args.threads < 1 or args.connections < args.threads:
+        parser.error("durations must be >= 1 s and --connections >= --threads >= 1")
+    if not args.worker_counts or min(args.worker_counts) < 1:
+        parser.error("--workers: at least one count >= 1")
+    return args
+
+
+@contextmanager
+def signals_as_interrupt() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` stops its server (SIGINT
+    too, since a shell starts a background job with SIGINT ignored)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv])
+    nginx, wrk = ensure_tools()
+    load = Load(wrk, args.connections, args.threads)
+    header = [
+        f"command: {command}",
+        f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}, Python {platform.python_version()}",
+        f"hoard {hoard_revision()}; {tool_version([nginx, '-v'])}; {tool_version([wrk, '-v']).split(' Copyright')[0]}",
+        f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+        f"load: wrk -t{args.threads} -c{args.connections}, {args.warmup}s warm-up + {args.duration}s per run; "
+        + ", ".join(f"{s.count} x {s.label}" for s in args.size_list),
+    ]
+    started = time.monotonic()
+    results: list[Measurement] = []
+    profile = ""
+    with signals_as_interrupt(), ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="hoard-bench-"))
+        if args.keep:
+            stack.callback(log, f"kept {workdir}")
+        else:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        data = workdir / "data"
+        log(f"writing objects under {data}")
+        digests = make_data(data, args.size_list)
+
+        # nginx: the same object paths as static files.
+        server, base = start_nginx(nginx, workdir, data, args.nginx_workers)
+        stack.callback(server.stop)
+        scripts = {}
+        for size in args.size_list:
+            paths = [f"/{BUCKET}/{key}" for key in keys_of(size)]
+            verify(base, paths[:1] + paths[-1:], keys_of(size)[:1] + keys_of(size)[-1:], digests, server.name)
+            scripts[size.name] = write_lua(workdir, f"nginx-{size.name}", paths, args.threads)
+        results += measure_server(server, base, args.size_list, scripts, load, args)
+        server.stop()
+
+        for workers in args.worker_counts:
+            server, base = start_hoard(workdir, data, workers)
+            stack.callback(server.stop)
+            scripts = {}
+            for size in args.size_list:
+                keys = keys_of(size)
+                paths = presigned_paths(base, keys)
+                verify(base, paths, keys, digests, server.name)  # every object: also fills the cache
+                scripts[size.name] = write_lua(workdir, f"hoard-w{workers}-{size.name}", paths, args.threads)
+            results += measure_server(server, base, args.size_list, scripts, load, args)
+            if args.profile and workers == max(args.worker_counts) and "4KiB" in scripts:
+                profile = profile_hoard(
+                    server, load, base, scripts["4KiB"], args.duration, workdir / "py-spy-4KiB.txt"
+                )
+            server.stop()
+
+    order = {s.name: i for i, s in enumerate(SIZES)}
+    results.sort(key=lambda m: order[m.size.name])  # stable: nginx first within a size
+    print("\n".join(header))
+    print()
+    print(table(results))
+    print()
+    print("MB = 10^6 bytes, GB = 10^9 bytes received by wrk (headers included); CPU = user + system time")
+    print("of the server's processes (master and workers) over the measured run; for 1 MiB and 64 MiB a")
+    print("request is an object's worth of bytes received, so responses cut off at the end count in part.")
+    print("Per run, CPU in % of one core: 'interrupts' (irq + softirq) is mostly loopback TCP, charged")
+    print("to neither side; 'others' is every other process, which should be near 0 for a clean run.")
+    print("(!) marks a run with wrk errors or one that other processes disturbed (> 25% of a core).")
+    print(details(results))
+    if profile:
+        print()
+        print(profile)
+    print(f"total time {time.monotonic() - started:.0f}s")
+    return 1 if any(m.wrk.errors for m in results) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        sys.exit(130)
