@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import lru_cache
 from urllib.parse import unquote
 
 from gateway.s3 import errors
@@ -34,7 +35,9 @@ def check_key(key: str, resource: str) -> None:
         raise S3Error(errors.KEY_TOO_LONG, resource=resource)
 
 
+@lru_cache(maxsize=4096)
 def http_date(dt: datetime) -> str:
+    """Last-Modified of an object: the same few datetimes are formatted on every hit."""
     return format_datetime(dt.astimezone(UTC), usegmt=True)
 
 

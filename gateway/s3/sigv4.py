@@ -598,7 +598,16 @@ def _parse_amz_date(value: str) -> datetime | None:
     if not _AMZ_DATE.fullmatch(value):
         return None
     try:
-        return datetime.strptime(value, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+        # Fixed positions (the regex checked the shape): ~10x cheaper than strptime on every request.
+        return datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        )
     except ValueError:
         return None
 
