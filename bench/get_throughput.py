@@ -491,7 +491,7 @@ def verify(
 # --- the servers ---------------------------------------------------------------------------------
 
 
-def start_nginx(nginx: str, workdir: Path, data: Path, workers: int) -> tuple[Server, str]:
+def start_nginx(nginx: str, workdir: Path, data: Path, workers: int, probe: str) -> tuple[Server, str]:
     prefix = workdir / "nginx"
     prefix.mkdir()
     port = free_port()
@@ -504,7 +504,7 @@ def start_nginx(nginx: str, workdir: Path, data: Path, workers: int) -> tuple[Se
         raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
     server = Server(f"nginx ({workers} workers)", argv, prefix / "stdout.log")
     base = f"http://127.0.0.1:{port}"
-    server.wait_http(f"{base}/{BUCKET}/{SIZES[0].name}/obj-00000")
+    server.wait_http(f"{base}/{BUCKET}/{probe}/obj-00000")
     return server, base
 
 
@@ -620,7 +620,7 @@ def profile_hoard(server: Server, load: Load, base: str, script: Path, seconds: 
     if busy == 0:
         return f"py-spy recorded no busy samples: {err.strip()[-500:]}"
     lines = [
-        f"py-spy, Hoard during a 4 KiB run: {busy} busy samples ({idle} more of idle pool threads left out);",
+        f"py-spy, Hoard during one more run: {busy} busy samples ({idle} more of idle pool threads left out);",
         "a leaf of Runner.run is time in the event loop's own C code (uvloop: polling, socket I/O).",
         "  self time:",
     ]
@@ -742,7 +742,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="runs again a run during which other processes took > 25%% of a core (default 1)",
     )
-    parser.add_argument("--profile", action="store_true", help="also py-spy Hoard during a 4 KiB run")
+    parser.add_argument("--profile", action="store_true", help="also py-spy Hoard during one more run")
+    parser.add_argument("--profile-size", default="4KiB", help="object size of the profiled run (default 4KiB)")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (data, logs, configs)"
     )
@@ -813,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         digests = make_data(data, args.size_list)
 
         # nginx: the same object paths as static files.
-        server, base = start_nginx(nginx, workdir, data, args.nginx_workers)
+        server, base = start_nginx(nginx, workdir, data, args.nginx_workers, args.size_list[0].name)
         stack.callback(server.stop)
         scripts = {}
         for size in args.size_list:
@@ -833,9 +834,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 verify(base, paths, keys, digests, server.name)  # every object: also fills the cache
                 scripts[size.name] = write_lua(workdir, f"hoard-w{workers}-{size.name}", paths, args.threads)
             results += measure_server(server, base, args.size_list, scripts, load, args)
-            if args.profile and workers == max(args.worker_counts) and "4KiB" in scripts:
+            if args.profile and workers == max(args.worker_counts) and args.profile_size in scripts:
                 profile = profile_hoard(
-                    server, load, base, scripts["4KiB"], args.duration, workdir / "py-spy-4KiB.txt"
+                    server,
+                    load,
+                    base,
+                    scripts[args.profile_size],
+                    args.duration,
+                    workdir / f"py-spy-{args.profile_size}.txt",
                 )
             server.stop()
 
