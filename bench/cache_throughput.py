@@ -1,0 +1,553 @@
+"""Cache throughput: Hoard (cold and hits) over an S3 mount on moto, vs moto direct and nginx, in one run.
+
+    .venv/bin/python bench/cache_throughput.py [--duration 8] [--warmup 2] [--quick] [--keep]
+
+Makes objects of 4 KiB, 1 MiB and 64 MiB, writes them to a temporary directory and uploads the same
+bytes to a moto server (`python -m moto.server`, started here on 127.0.0.1). Then, for each size:
+
+- direct UFS: moto itself, loaded by wrk cycling presigned GET URLs (moto does not check signatures,
+  the URLs are signed all the same), and read once per object by the one-pass client (below);
+- Hoard cold: `hoard serve` (2 workers) with an S3 mount of that moto bucket and an empty cache, read
+  by the one-pass client: every object exactly once, so every request is a miss;
+- Hoard hits: the same objects again, now cached, wrk cycling presigned URLs;
+- nginx static: nginx serving the same bytes as files (bench/get_throughput.py's nginx);
+- nginx proxy_cache: nginx with proxy_cache in front of the same moto, key $uri (the presigned query
+  does not defeat the cache), warmed once with every object before measuring.
+
+The one-pass client: 32 asyncio tasks in this Python process (httpx, one connection each) that share
+the list of presigned URLs and GET each URL once, hashing the bytes (so it also checks every byte of
+every cold read); the rate is bytes (or objects) over the wall time of the pass. wrk cannot read a
+list exactly once, and a cold read must not repeat an object. Hoard cold is compared with moto read by
+the same one-pass client, not with wrk.
+
+Server CPU comes from /proc (user + system of the server's whole process tree), as in
+bench/get_throughput.py, whose functions this script imports. For Hoard cold the CPU column is
+Hoard's only; moto's CPU during that pass is printed in the details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import platform
+import resource
+import shlex
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` as a package, from anywhere
+
+from bench.get_throughput import (
+    ACCESS_KEY,
+    BUCKET,
+    CLK_TCK,
+    SECRET_KEY,
+    SIZES,
+    Load,
+    Measurement,
+    Server,
+    Size,
+    WrkResult,
+    cpu_delta,
+    cpu_model,
+    ensure_tools,
+    free_port,
+    hoard_argv,
+    hoard_revision,
+    keys_of,
+    log,
+    machine_ticks,
+    make_data,
+    measure_server,
+    presigned_paths,
+    s3_client,
+    signals_as_interrupt,
+    snapshot,
+    start_nginx,
+    subtree,
+    tool_version,
+    verify,
+    write_lua,
+)
+
+COUNTS = {"4KiB": 2000, "1MiB": 256, "64MiB": 8}
+QUICK_COUNTS = {"4KiB": 300, "1MiB": 16, "64MiB": 2}
+HOARD_WORKERS = 2
+
+DIRECT_WRK = "direct UFS (moto), wrk"
+DIRECT_ONCE = "direct UFS (moto), 1 pass"
+COLD = "Hoard cold, 1 pass"
+HITS = "Hoard hits"
+NGINX_STATIC = "nginx static"
+NGINX_PROXY = "nginx proxy_cache"
+ORDER = (NGINX_STATIC, NGINX_PROXY, HITS, DIRECT_WRK, DIRECT_ONCE, COLD)
+RATIO_BASE = {HITS: NGINX_STATIC, COLD: DIRECT_ONCE}
+
+
+@dataclass
+class Row:
+    m: Measurement
+    note: str = ""  # extra detail (moto's CPU during a cold pass, ...)
+
+
+def rows_of(measurements: Sequence[Measurement]) -> list[Row]:
+    return [Row(m) for m in measurements]
+
+
+# --- the one-pass client ---------------------------------------------------------------------------
+
+
+async def _one_pass(
+    base: str, paths: Sequence[str], keys: Sequence[str], digests: dict[str, str], concurrency: int
+) -> tuple[int, list[float], list[str]]:
+    queue = list(zip(paths, keys, strict=True))
+    queue.reverse()
+    latencies: list[float] = []
+    errors: list[str] = []
+    total = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=300.0, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal total
+            while queue:
+                path, key = queue.pop()
+                t0 = time.perf_counter()
+                h = hashlib.sha256()
+                try:
+                    async with client.stream("GET", path) as response:
+                        async for chunk in response.aiter_raw(1 << 20):
+                            h.update(chunk)
+                            total += len(chunk)
+                        status = response.status_code
+                except httpx.HTTPError as exc:
+                    errors.append(f"{key}: {exc!r}")
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    errors.append(f"{key}: status {status}")
+                elif h.hexdigest() != digests[key]:
+                    errors.append(f"{key}: bytes differ")
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(queue)))))
+    return total, latencies, errors
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_one_pass(
+    server: Server,
+    name: str,
+    base: str,
+    size: Size,
+    paths: Sequence[str],
+    digests: dict[str, str],
+    concurrency: int,
+    ufs: Server | None = None,
+) -> Row:
+    """GET every path exactly once with `concurrency` concurrent connections; bytes are checked."""
+    keys = keys_of(size)
+    log(f"{name}, {size.label}: one pass over {len(paths)} objects, {concurrency} connections")
+    before, machine, client = snapshot(), machine_ticks(), _self_cpu()
+    t0 = time.monotonic()
+    nbytes, latencies, errors = asyncio.run(_one_pass(base, paths, keys, digests, concurrency))
+    seconds = time.monotonic() - t0
+    after, client = snapshot(), _self_cpu() - client
+    busy, interrupts = (b - a for a, b in zip(machine, machine_ticks(), strict=True))
+    if errors:
+        raise RuntimeError(f"{name}, {size.label}: {len(errors)} failed reads, first: {errors[0]}")
+    pids = subtree(before, server.proc.pid) | subtree(after, server.proc.pid)
+    cpu = cpu_delta(before, after, pids)
+    ufs_cpu = 0.0
+    note = ""
+    if ufs is not None:
+        ufs_pids = subtree(before, ufs.proc.pid) | subtree(after, ufs.proc.pid)
+        ufs_cpu = cpu_delta(before, after, ufs_pids)
+        note = f"; moto (UFS) CPU meanwhile {100 * ufs_cpu / seconds:.0f}%"
+    latencies.sort()
+    wrk = WrkResult(
+        requests=len(latencies),
+        bytes=nbytes,  # bodies only (wrk also counts headers)
+        seconds=seconds,
+        errors={},
+        p50_ms=1e3 * latencies[len(latencies) // 2],
+        p99_ms=1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    )
+    other = max(0.0, busy / CLK_TCK - cpu - client - ufs_cpu)
+    m = Measurement(size, name, wrk, cpu, client, other, interrupts / CLK_TCK)
+    log(f"  {fmt_rate(m)}, {m.cpu_us_per_request:,.0f} µs CPU/request, all bytes equal")
+    return Row(m, note)
+
+
+# --- servers -------------------------------------------------------------------------------------
+
+
+def start_moto(workdir: Path) -> tuple[Server, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    server = Server("moto", argv, workdir / "moto.log", env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(server, f"{base}/moto-api/", 60.0)
+    return server, base
+
+
+def upload(endpoint: str, data: Path, sizes: Sequence[Size]) -> None:
+    client = s3_client(endpoint)
+    client.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
+    keys = [k for s in sizes for k in keys_of(s)]
+    log(f"uploading {len(keys)} objects to moto")
+
+    def put(key: str) -> None:
+        client.put_object(Bucket=BUCKET, Key=key, Body=(data / BUCKET / key).read_bytes())  # type: ignore[attr-defined]
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, keys))
+
+
+def start_hoard_s3(workdir: Path, moto: str, workers: int) -> tuple[Server, str]:
+    """Hoard with bucket `bench` mounted from moto's bucket `bench`, and an empty cache."""
+    home = workdir / "hoard"
+    home.mkdir()
+    port = free_port()
+    config = home / "hoard.yaml"
+    # metadata_ttl 1h: the objects do not change during the run, so a hit does not revalidate with
+    # moto (the default maxAge is the metadata TTL); a data set being read for training is the same.
+    config.write_text(
+        f"""\
+server: {{host: 127.0.0.1, port: {port}, workers: {workers}}}
+auth:
+  users: [{{access_key: {ACCESS_KEY}, secret_key: {SECRET_KEY}, admin: true}}]
+cache: {{dir: "{home / "cache"}", size: 4GiB, reserved: 0, metadata_ttl: 1h}}
+metastore: {{dir: "{home / "meta"}"}}
+mounts:
+  - path: /{BUCKET}
+    uri: s3://{BUCKET}
+    options: {{endpoint_url: "{moto}", region: us-east-1, access_key_id: testing, secret_access_key: testing}}
+"""
+    )
+    prefix, env = hoard_argv()
+    argv = [*prefix, "serve", "--config", str(config)]
+    server = Server(f"Hoard ({workers} workers)", argv, home / "stdout.log", env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(server, f"{base}/_hoard/ready", 60.0)
+    return server, base
+
+
+_PROXY_CONF = string.Template(
+    """\
+# nginx proxy_cache in front of moto, for bench/cache_throughput.py.
+daemon off;
+master_process on;
+worker_processes ${workers};
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    types {}
+    default_type application/octet-stream;
+
+    client_body_temp_path ${prefix}/client_body;
+    proxy_temp_path ${prefix}/proxy;
+    fastcgi_temp_path ${prefix}/fastcgi;
+    uwsgi_temp_path ${prefix}/uwsgi;
+    scgi_temp_path ${prefix}/scgi;
+
+    proxy_cache_path ${prefix}/cache levels=1:2 keys_zone=bench:16m max_size=4g inactive=1h use_temp_path=off;
+
+    upstream moto {
+        server ${upstream};
+        keepalive 32;
+    }
+
+    server {
+        listen 127.0.0.1:${port};
+        location / {
+            proxy_pass http://moto;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host ${upstream};
+            proxy_cache bench;
+            proxy_cache_key $$uri;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires;
+            proxy_read_timeout 300s;
+            add_header X-Cache-Status $$upstream_cache_status;
+        }
+    }
+}
+"""
+)
+
+
+def start_nginx_proxy(nginx: str, workdir: Path, moto: str, workers: int) -> tuple[Server, str]:
+    prefix = workdir / "nginx-proxy"
+    prefix.mkdir()
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        _PROXY_CONF.substitute(workers=workers, prefix=prefix, port=port, upstream=moto.split("://", 1)[1])
+    )
+    argv = [nginx, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
+    check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise RuntimeError(f"nginx -t failed:\n{check.stderr}")
+    server = Server(NGINX_PROXY, argv, prefix / "stdout.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(server, f"{base}/", 30.0, any_status=True)
+    return server, base
+
+
+def wait_ready(server: Server, url: str, timeout: float, any_status: bool = False) -> None:
+    """Wait for the server to answer (200, or any status); a server that never does is stopped."""
+    try:
+        if not any_status:
+            server.wait_http(url, timeout=timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            if not server.alive():
+                raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
+            try:
+                httpx.get(url, timeout=1.0)
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{server.name} did not answer {url}:\n{server.log_tail()}") from None
+                time.sleep(0.1)
+    except BaseException:
+        server.stop()
+        raise
+
+
+def expect_header(base: str, path: str, header: str, value: str, who: str) -> None:
+    """One GET of an object must say it came from the cache."""
+    with httpx.Client(base_url=base, timeout=120.0) as client:
+        got = client.get(path).headers.get(header, "")
+    if got.upper() != value:
+        raise RuntimeError(f"{who}: expected {header}: {value} on a warm read, got {got!r}")
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def fmt_rate(m: Measurement) -> str:
+    return f"{m.rate:,.0f} req/s" if m.size.by_requests else f"{m.rate:,.0f} MB/s"
+
+
+def table(rows: Sequence[Row]) -> str:
+    out = [("size", "server", "rate", "CPU µs/request", "CPU s/GB", "ratio")]
+    for row in rows:
+        m = row.m
+        ratio = ""
+        base_name = RATIO_BASE.get(m.server)
+        base = next((r.m for r in rows if r.m.size == m.size and r.m.server == base_name), None)
+        if base is not None:
+            ratio = f"{m.rate / base.rate:.2f}x {base_name}"
+        flag = " (!)" if m.wrk.errors or m.disturbed else ""
+        out.append(
+            (
+                m.size.label,
+                m.server + flag,
+                fmt_rate(m),
+                f"{m.cpu_us_per_request:,.0f}",
+                f"{m.cpu_s_per_gb:,.2f}",
+                ratio,
+            )
+        )
+    widths = [max(len(r[i]) for r in out) for i in range(len(out[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in out]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def details(rows: Sequence[Row]) -> str:
+    lines = []
+    for row in rows:
+        m = row.m
+        errors = ", ".join(f"{k} {v}" for k, v in m.wrk.errors.items()) or "none"
+        lines.append(
+            f"  {m.size.label:>6}  {m.server:<25} {m.wrk.requests:>8,} requests in {m.wrk.seconds:.1f}s, "
+            f"{m.wrk.bytes / 1e6:,.0f} MB, p50 {m.wrk.p50_ms:.1f} ms p99 {m.wrk.p99_ms:.1f} ms, "
+            f"CPU: server {100 * m.cpu_seconds / m.wrk.seconds:.0f}%, "
+            f"client {100 * m.client_cpu_seconds / m.wrk.seconds:.0f}%, "
+            f"interrupts {100 * m.interrupt_cpu_seconds / m.wrk.seconds:.0f}%, "
+            f"others {100 * m.other_cpu_seconds / m.wrk.seconds:.0f}%{row.note}; errors: {errors}"
+        )
+    return "\n".join(lines)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=int, default=8, help="seconds of each wrk run (default 8)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk warm-up (default 2)")
+    parser.add_argument("--connections", type=int, default=32, help="connections, wrk and one-pass (32)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--nginx-workers", type=int, default=2, help="nginx worker_processes (default 2)")
+    parser.add_argument("--retries", type=int, default=0, help="repeat a wrk run disturbed by others (0)")
+    parser.add_argument("--quick", action="store_true", help="fewer objects, 2 s runs: checks that it works")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data, logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = min(args.duration, 2), 1
+    counts = QUICK_COUNTS if args.quick else COUNTS
+    args.size_list = [Size(s.label, s.name, s.nbytes, counts[s.name]) for s in SIZES]
+    if args.duration < 1 or args.warmup < 1 or args.connections < args.threads:
+        parser.error("durations must be >= 1 s and --connections >= --threads")
+    return args
+
+
+def wrk_scripts(
+    workdir: Path,
+    tag: str,
+    base: str,
+    sizes: Sequence[Size],
+    threads: int,
+    presign: bool,
+    digests: dict[str, str],
+    who: str,
+) -> dict[str, Path]:
+    """A wrk script per size; checks the first and last object's bytes once (correctness)."""
+    scripts = {}
+    for size in sizes:
+        keys = keys_of(size)
+        paths = presigned_paths(base, keys) if presign else [f"/{BUCKET}/{k}" for k in keys]
+        verify(base, [paths[0], paths[-1]], [keys[0], keys[-1]], digests, who)
+        scripts[size.name] = write_lua(workdir, f"{tag}-{size.name}", paths, threads)
+    return scripts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv])
+    nginx, wrk = ensure_tools()
+    load = Load(wrk, args.connections, args.threads)
+    sizes: list[Size] = args.size_list
+    header = [
+        f"command: {command}",
+        f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}, Python {platform.python_version()}",
+        f"hoard {hoard_revision()} ({HOARD_WORKERS} workers); {tool_version([nginx, '-v'])}; "
+        f"{tool_version([wrk, '-v']).split(' Copyright')[0]}; moto {tool_version([sys.executable, '-c', 'import moto; print(moto.__version__)'])}",
+        f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+        f"load: wrk -t{args.threads} -c{args.connections}, {args.warmup}s warm-up + {args.duration}s per run; "
+        f"one pass: {args.connections} connections; " + ", ".join(f"{s.count} x {s.label}" for s in sizes),
+    ]
+    started = time.monotonic()
+    rows: list[Row] = []
+    with signals_as_interrupt(), ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="hoard-cache-bench-"))
+        if args.keep:
+            stack.callback(log, f"kept {workdir}")
+        else:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        data = workdir / "data"
+        log(f"writing objects under {data}")
+        digests = make_data(data, sizes)
+
+        moto, moto_base = start_moto(workdir)
+        stack.callback(moto.stop)
+        upload(moto_base, data, sizes)
+
+        # nginx static: the same bytes as files.
+        server, base = start_nginx(nginx, workdir, data, args.nginx_workers, sizes[0].name)
+        stack.callback(server.stop)
+        server.name = NGINX_STATIC
+        scripts = wrk_scripts(workdir, "static", base, sizes, args.threads, False, digests, server.name)
+        rows += rows_of(measure_server(server, base, sizes, scripts, load, args))
+        server.stop()
+
+        # nginx proxy_cache in front of moto: warmed with every object (and its bytes checked).
+        server, base = start_nginx_proxy(nginx, workdir, moto_base, args.nginx_workers)
+        stack.callback(server.stop)
+        scripts = {}
+        for size in sizes:
+            keys = keys_of(size)
+            paths = presigned_paths(base, keys)
+            log(f"{server.name}, {size.label}: warming with {len(keys)} objects")
+            verify(base, paths, keys, digests, server.name)
+            expect_header(base, paths[0], "X-Cache-Status", "HIT", server.name)
+            scripts[size.name] = write_lua(workdir, f"proxy-{size.name}", paths, args.threads)
+        rows += rows_of(measure_server(server, base, sizes, scripts, load, args))
+        server.stop()
+
+        # moto directly: wrk cycling, then one pass per size.
+        moto.name = DIRECT_WRK
+        scripts = wrk_scripts(workdir, "moto", moto_base, sizes, args.threads, True, digests, "moto")
+        rows += rows_of(measure_server(moto, moto_base, sizes, scripts, load, args))
+        moto.name = "moto"
+        for size in sizes:
+            paths = presigned_paths(moto_base, keys_of(size))
+            rows.append(
+                measure_one_pass(moto, DIRECT_ONCE, moto_base, size, paths, digests, args.connections)
+            )
+
+        # Hoard: an empty cache; one pass per size (every read a miss), then hits with wrk.
+        server, base = start_hoard_s3(workdir, moto_base, HOARD_WORKERS)
+        stack.callback(server.stop)
+        scripts = {}
+        for size in sizes:
+            keys = keys_of(size)
+            paths = presigned_paths(base, keys)
+            rows.append(
+                measure_one_pass(server, COLD, base, size, paths, digests, args.connections, ufs=moto)
+            )
+            verify(base, [paths[0], paths[-1]], [keys[0], keys[-1]], digests, "Hoard (warm)")
+            expect_header(base, paths[0], "X-Cache", "HIT", "Hoard")
+            scripts[size.name] = write_lua(workdir, f"hoard-{size.name}", paths, args.threads)
+        server.name = HITS
+        rows += rows_of(measure_server(server, base, sizes, scripts, load, args))
+        server.stop()
+
+    size_order = {s.name: i for i, s in enumerate(SIZES)}
+    rows.sort(key=lambda r: (size_order[r.m.size.name], ORDER.index(r.m.server)))
+    print("\n".join(header))
+    print()
+    print(table(rows))
+    print()
+    print("MB = 10^6 bytes, GB = 10^9 bytes received (wrk: headers included; one pass: bodies only).")
+    print("CPU = user + system time of the server's process tree over the run (Hoard cold: Hoard only;")
+    print("moto's share is in the details). '1 pass' rows read every object exactly once with 32")
+    print("concurrent connections from one Python asyncio process (httpx), checking every byte; the")
+    print("other rows are wrk cycling presigned URLs. ratio: hits vs nginx static; cold vs direct 1 pass.")
+    print("Per run, CPU in % of one core ('client' is wrk or this process; (!) = disturbed or errors):")
+    print(details(rows))
+    print(f"total time {time.monotonic() - started:.0f}s")
+    return 1 if any(r.m.wrk.errors for r in rows) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        sys.exit(130)
