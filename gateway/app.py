@@ -71,6 +71,7 @@ def cache_settings(c: CacheConfig) -> CacheSettings:
         metadata_ttl=c.metadata_ttl,
         rules=rules,
         read_ahead=c.read_ahead,
+        fsync=c.fsync,
     )
 
 

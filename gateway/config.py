@@ -248,6 +248,7 @@ class CacheConfig:
     metadata_ttl: float = 60.0
     read_ahead: int = 4  # pages
     rules: tuple[CacheRule, ...] = ()
+    fsync: bool = False  # fsync each page file (checksums already catch pages a power cut tore)
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,6 +646,7 @@ def _build_cache(r: _Reader) -> CacheConfig:
         metadata_ttl=r.get("metadata_ttl", _duration, _CACHE.metadata_ttl),
         read_ahead=r.get("read_ahead", _int(0), _CACHE.read_ahead),
         rules=tuple(_build_rule(rule) for rule in r.items("rules")),
+        fsync=r.get("fsync", _bool, _CACHE.fsync),
     )
     if cache.page_size > cache.size:
         raise r.error(r.sub("page_size"), f"{cache.page_size} is larger than cache.size ({cache.size} bytes)")
