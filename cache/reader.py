@@ -55,18 +55,23 @@ async def _closing(body: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[by
             await aclose()
 
 
+PREFILL_WAIT = 1.0  # seconds a page 0 from read_head waits for its reader before it is stored
+
+
 class _Flight:
     """One page being fetched. `ready` fires when its bytes (or the error) are known, `settled`
     once it is on disk or known not to be stored; it leaves the flight table only then, so no
     reader can miss both the table and the disk and fetch the page a second time."""
 
-    __slots__ = ("data", "error", "ready", "settled")
+    __slots__ = ("data", "error", "joined", "ready", "settled")
 
     def __init__(self) -> None:
         self.data: bytes | None = None
         self.error: BaseException | None = None
         self.ready = asyncio.Event()
         self.settled = asyncio.Event()
+        # Set for a page that came with the metadata (read_head): fires when a reader takes it.
+        self.joined: asyncio.Event | None = None
 
     async def wait(self) -> bytes:
         await self.ready.wait()
@@ -184,13 +189,18 @@ class ObjectCache:
 
     # -- metadata
 
-    async def stat(self, src: Source, path: str, *, revalidate: bool = False) -> ObjectInfo:
+    async def stat(
+        self, src: Source, path: str, *, revalidate: bool = False, prefetch: bool = False
+    ) -> ObjectInfo:
         """The object's metadata, from memory, from the page index (after a restart) or the UFS.
 
         Freshness follows the rule of the path: `immutable` never asks the UFS again once the
         object is known, `maxAge` asks after `max_age`, `skipCache` always asks; `revalidate`
         (Cache-Control: no-cache) always asks. NotFound answers are cached for the max age too.
         When the UFS shows a new version, or no object, pages of older versions are dropped.
+        `prefetch` (a GET is about to read): an object never seen before is asked for with
+        `read_head`, and its first page goes straight into the flight table, so a cold read of a
+        small object costs the UFS one request, not a HEAD and then a GET.
         """
         rule = self.policy.match(src.namespace_of(path))
         mount = src.mount_id
@@ -216,7 +226,8 @@ class ObjectCache:
         task = self._stat_flights.get(key)
         if task is None:
             # A task, not a call: the callers that share it must not be cancelled with its starter.
-            task = asyncio.ensure_future(self._stat_ufs(src, path, known))
+            head = prefetch and known is None and rule.stores
+            task = asyncio.ensure_future(self._stat_ufs(src, path, known, rule if head else None))
             self._stat_flights[key] = task
 
             def done(t: asyncio.Task[ObjectInfo]) -> None:
@@ -230,11 +241,17 @@ class ObjectCache:
     def _max_age(self, rule: Rule) -> float:
         return self.settings.metadata_ttl if rule.max_age is None else rule.max_age
 
-    async def _stat_ufs(self, src: Source, path: str, known: ObjectInfo | None) -> ObjectInfo:
+    async def _stat_ufs(
+        self, src: Source, path: str, known: ObjectInfo | None, head_rule: Rule | None
+    ) -> ObjectInfo:
         now = self.clock()
         generation = self._generation
+        first: bytes | None = None
         try:
-            info = await src.adapter.stat(path)
+            if head_rule is not None:
+                info, first = await src.adapter.read_head(path, self._page_size)
+            else:
+                info = await src.adapter.stat(path)
         except NotFound:
             if not self._invalidated_since(src.mount_id, path, generation):
                 self.metadata.put_stat(src.mount_id, path, None, now)
@@ -246,7 +263,35 @@ class ObjectCache:
         self.metadata.put_stat(src.mount_id, path, info, now)
         if known is not None and known.etag != info.etag:
             await self.store.drop_object(src.mount_id, path, EvictionReason.STALE, keep=info.etag)
+        if (
+            head_rule is not None
+            and first is not None
+            and info.size
+            and len(first) == min(self._page_size, info.size)
+        ):
+            self._prefill(_Object(src, info, head_rule, self._page_size, generation), first)
         return info
+
+    def _prefill(self, obj: _Object, data: bytes) -> None:
+        """Page 0 came with the metadata: a finished flight that readers join, stored like a fill."""
+        key = obj.key(0)
+        if key in self._flights:
+            return
+        flight = _Flight()
+        flight.data = data
+        flight.joined = asyncio.Event()
+        flight.ready.set()
+        self._flights[key] = flight
+        self._spawn(self._store_prefilled(obj, flight))
+
+    async def _store_prefilled(self, obj: _Object, flight: _Flight) -> None:
+        """Store page 0 once its reader has it (so that read counts it as a miss), or after a
+        moment if no reader comes (a HEAD-like GET that failed its preconditions, say)."""
+        assert flight.joined is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PREFILL_WAIT):
+                await flight.joined.wait()
+        await self._store_page(obj, 0, flight)
 
     async def list_objects(
         self,
@@ -354,6 +399,12 @@ class ObjectCache:
         soon: asyncio.Future[bytes | None] | None = None  # the next page's disk read, started early
         for idx in range(first, last + 1):
             flight = ahead.pop(idx, None)
+            if flight is None and idx == 0 and self._flights:
+                # A page 0 that this read's stat brought along (read_head): this read's UFS bytes.
+                pre = self._flights.get(obj.key(0))
+                if pre is not None and pre.joined is not None:
+                    flight = pre
+                    pre.joined.set()
             data: bytes | None = None
             if flight is None:
                 fut = (

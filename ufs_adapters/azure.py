@@ -139,6 +139,7 @@ from .base import (
     UploadInfo,
     UploadsPage,
     WriteMeta,
+    read_head_in_two,
 )
 
 log = logging.getLogger("hoard.ufs.azure")
@@ -814,6 +815,9 @@ class AzureBlobAdapter:
             etag = (await self.stat(path)).etag
             if etag != unquote_etag(if_match):
                 raise PreconditionFailed(path, f"ETag is {etag!r}, not {if_match!r}")
+
+    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+        return await read_head_in_two(self, path, length)
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         name = self._name(path)

@@ -181,6 +181,12 @@ class UfsAdapter(Protocol):
         """Stream bytes [opts.start, opts.end); PreconditionFailed if `opts.if_match` differs."""
         ...
 
+    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+        """Metadata and the first `length` bytes (all of a smaller object), in one request where
+        the store can: a cold read of a small object then costs one UFS call instead of two.
+        Adapters without such a request use `read_head_in_two`."""
+        ...
+
     async def list_objects(
         self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int
     ) -> ListPage:
@@ -246,3 +252,13 @@ class UfsAdapter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def read_head_in_two(adapter: UfsAdapter, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+    """`read_head` as a stat and a read pinned to the stat's ETag (never two versions mixed)."""
+    info = await adapter.stat(path)
+    end = min(length, info.size)
+    if end <= 0:
+        return info, b""
+    chunks = [c async for c in adapter.read(path, ReadOptions(0, end, if_match=info.etag))]
+    return info, b"".join(chunks)

@@ -81,6 +81,11 @@ class Instrumented:
             await stream.aclose()  # type: ignore[attr-defined]
         self.requests[("read", "ok")] += 1
 
+    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+        info, data = await self._count("read_head", self.inner.read_head(path, length))
+        self.bytes_read += len(data)
+        return info, data
+
     async def list_objects(
         self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int
     ) -> ListPage:

@@ -418,6 +418,14 @@ class Limited:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._run(self.inner.stat(path))
 
+    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+        info, data = await self._run(self.inner.read_head(path, length))
+        piece = self._piece
+        if piece is not None:
+            for part in _split(data, piece):
+                await self._pay(len(part))
+        return info, data
+
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         started = self._start() if self._admits_freely() else await self._admit()
         try:

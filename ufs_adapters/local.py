@@ -88,6 +88,7 @@ from .base import (
     UploadInfo,
     UploadsPage,
     WriteMeta,
+    read_head_in_two,
 )
 
 T = TypeVar("T")
@@ -572,6 +573,9 @@ class LocalAdapter:
     async def stat(self, path: str) -> ObjectInfo:
         k = _parse_key(path)
         return await self._run(path, partial(self._stat_sync, k))
+
+    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+        return await read_head_in_two(self, path, length)
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         k = _parse_key(path)

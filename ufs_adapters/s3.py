@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -485,6 +485,26 @@ class S3Adapter:
         key = self._key(path)
         head = await self._call(path, self._client.head_object(Bucket=self.bucket, Key=key))
         return self._info(path, head)
+
+    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+        """One ranged GET: its headers carry everything HEAD would (the size in Content-Range)."""
+        key = self._key(path)
+        try:
+            response = await self._call(
+                path,
+                self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max(length, 1) - 1}"),
+            )
+        except RangeNotSatisfiable:
+            return await self.stat(path), b""  # an empty object has no byte 0
+        total = response.get("ContentLength", 0)
+        content_range = response.get("ContentRange") or ""
+        if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+            total = int(content_range.rsplit("/", 1)[1])
+        async with response["Body"] as stream:
+            with _translated(path):
+                data = await stream.read()
+        info = self._info(path, cast("HeadObjectOutputTypeDef", {**response, "ContentLength": total}))
+        return info, data[:length]
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         key = self._key(path)

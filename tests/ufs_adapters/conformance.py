@@ -156,6 +156,27 @@ async def zero_length_object(ufs: UfsAdapter) -> None:
 
 
 @case
+async def read_head_gives_metadata_and_first_bytes(ufs: UfsAdapter) -> None:
+    data = bytes(range(256)) * 12
+    stored = await put(ufs, "head/obj.bin", data, content_type="text/x-head", metadata={"k": "v"})
+    info, first = await ufs.read_head("head/obj.bin", 1000)
+    assert first == data[:1000]
+    assert (info.size, info.etag, info.content_type, dict(info.metadata)) == (
+        len(data),
+        stored.etag,
+        "text/x-head",
+        {"k": "v"},
+    )
+    info, whole = await ufs.read_head("head/obj.bin", 1 << 20)
+    assert whole == data and info.size == len(data)
+    await put(ufs, "head/empty", b"")
+    info, nothing = await ufs.read_head("head/empty", 4096)
+    assert (info.size, nothing) == (0, b"")
+    with pytest.raises(NotFound):
+        await ufs.read_head("head/absent", 4096)
+
+
+@case
 async def byte_ranges(ufs: UfsAdapter) -> None:
     data = bytes(range(256)) * 4
     await put(ufs, "r.bin", data)

@@ -45,9 +45,10 @@ async def stat_object(
     *,
     revalidate: bool = False,
     bucket: str | None = None,
+    prefetch: bool = False,
 ) -> ObjectInfo:
     try:
-        return await svc.cache.stat(mount.source, path, revalidate=revalidate)
+        return await svc.cache.stat(mount.source, path, revalidate=revalidate, prefetch=prefetch)
     except NotFound:
         raise await missing(req, svc, bucket) from None
 
@@ -62,7 +63,8 @@ def _parts_count(info: ObjectInfo) -> int:
 async def get_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     revalidate, no_store = cache_control(req.headers)
-    info = await stat_object(req, svc, mount, path, revalidate=revalidate)
+    prefetch = req.method == "GET" and not no_store
+    info = await stat_object(req, svc, mount, path, revalidate=revalidate, prefetch=prefetch)
     status, headers, start, end = _object_headers(req, info)
     if req.method == "HEAD" or end <= start:
         cached, total = await svc.cache.coverage(mount.source, info, 0, info.size)
