@@ -63,7 +63,8 @@ def _parts_count(info: ObjectInfo) -> int:
 async def get_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     revalidate, no_store = cache_control(req.headers)
-    prefetch = req.method == "GET" and not no_store
+    # A GET that will start in page 0 may take page 0 with the metadata (one UFS request, not two).
+    prefetch = req.method == "GET" and not no_store and _starts_at_zero(req.headers.get("range"))
     info = await stat_object(req, svc, mount, path, revalidate=revalidate, prefetch=prefetch)
     status, headers, start, end = _object_headers(req, info)
     if req.method == "HEAD" or end <= start:
@@ -95,6 +96,13 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
         outcome = _combine(stats.bytes_from_ufs == 0, cached, total)
     headers.append((b"x-cache", outcome))
     return S3Response(status, headers, body, length=end - start, first=first)
+
+
+def _starts_at_zero(header: str | None) -> bool:
+    if header is None:
+        return True
+    first = header.strip().removeprefix("bytes=").split("-", 1)[0].strip()
+    return first == "0"
 
 
 def _outcome(cached: int, total: int) -> bytes:
