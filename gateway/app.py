@@ -27,7 +27,6 @@ from gateway.namespace import MountTable
 from gateway.s3 import errors
 from gateway.s3.endpoint import S3Endpoint
 from gateway.s3.errors import S3Error
-from gateway.s3.sigv4 import SigV4Verifier
 from gateway.services import Services
 from gateway.ufs import UfsStack
 
@@ -120,9 +119,7 @@ class HoardApp:
             maintenance = asyncio.create_task(cache.run_maintenance())
             stack.callback(maintenance.cancel)
             self.s3 = S3Endpoint(svc)
-            self.state.verifier = SigV4Verifier(
-                {u.access_key: u.secret_key for u in self.config.auth.users}.get
-            )
+            self.state.verifier = self.s3.verifier  # one signing-key cache for S3 and admin calls
             self.state.services = svc
             reloader = asyncio.create_task(_reload_mounts(mounts, cache))
             stack.callback(reloader.cancel)
