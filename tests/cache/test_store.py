@@ -10,7 +10,7 @@ import pytest
 from cache.keys import PageKey
 from cache.policy import Policy, Priority, Rule
 from cache.stats import EvictionReason
-from cache.store import HEADER, PageMeta, PageStore
+from cache.store import HEADER, INLINE_MAX, PageMeta, PageStore
 from tests.cache.helpers import Clock
 from ufs_adapters.base import ObjectInfo
 
@@ -56,6 +56,36 @@ async def test_read_with_wrong_expected_length_is_corrupt(tmp_path: Path) -> Non
     await store.write(key("a"), b"x" * P, meta())
     assert await store.read(key("a"), P - 1) is None
     assert store.evictions[EvictionReason.CORRUPT] == 1 and store.pages == 0
+    await store.aclose()
+
+
+@pytest.mark.parametrize("size", [P, 4 * INLINE_MAX])  # one pread; preadv(RWF_NOWAIT) into a buffer
+@pytest.mark.parametrize("damage", ["flip", "truncate", "longer", "header"])
+async def test_damaged_page_fails_the_inline_read_and_is_dropped(
+    tmp_path: Path, size: int, damage: str
+) -> None:
+    """The event-loop read never hands out a damaged page: it defers to the threaded read, which
+    drops the file as corrupt."""
+    store = await PageStore.open(str(tmp_path / "c"), capacity=100 * size, page_size=size, clock=Clock())
+    data = os.urandom(size)
+    await store.write(key("a"), data, meta())
+    assert await store.read_soon(key("a"), size, None) == data
+    file = store.file_of(key("a").name)
+    with open(file, "r+b") as f:
+        raw = bytearray(f.read())
+        if damage == "flip":
+            raw[-size // 3] ^= 0x01
+        elif damage == "truncate":
+            raw = raw[:-1]
+        elif damage == "longer":
+            raw += b"\0"
+        else:
+            raw[0:4] = b"XXXX"
+        f.seek(0)
+        f.truncate()
+        f.write(raw)
+    assert await store.read_soon(key("a"), size, None) is None
+    assert store.evictions[EvictionReason.CORRUPT] == 1 and not os.path.exists(file)
     await store.aclose()
 
 
