@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -564,9 +564,14 @@ _ENTRY_FRAMES = (
 
 
 def profile_hoard(server: Server, load: Load, base: str, script: Path, seconds: int, out: Path) -> str:
-    """py-spy on every Hoard process during one more (unmeasured) 4 KiB run; returns the top frames.
+    """py-spy on every Hoard process during one more (unmeasured) wrk run; returns the top frames.
 
     py-spy pauses the processes for each sample, so this run's rate is not a measurement."""
+    return py_spy(server, out, lambda: load.run(base, script, seconds))
+
+
+def py_spy(server: Server, out: Path, drive: Callable[[], object]) -> str:
+    """py-spy on `server`'s whole process tree while `drive()` runs; returns the top frames."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.access(pyspy, os.X_OK):
         return "--profile: py-spy is not installed (.venv/bin/pip install py-spy); skipped"
@@ -578,8 +583,6 @@ def profile_hoard(server: Server, load: Load, base: str, script: Path, seconds: 
         "--subprocesses",
         "--rate",
         "250",
-        "--duration",
-        str(seconds),
         "--function",  # one entry per function, not per line
         "--format",
         "raw",
@@ -590,8 +593,9 @@ def profile_hoard(server: Server, load: Load, base: str, script: Path, seconds: 
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # let py-spy attach
-        load.run(base, script, seconds)
-        _, err = spy.communicate(timeout=seconds + 60)
+        drive()
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        _, err = spy.communicate(timeout=60)
     finally:
         if spy.poll() is None:
             spy.kill()
@@ -743,7 +747,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="runs again a run during which other processes took > 25%% of a core (default 1)",
     )
     parser.add_argument("--profile", action="store_true", help="also py-spy Hoard during one more run")
-    parser.add_argument("--profile-size", default="4KiB", help="object size of the profiled run (default 4KiB)")
+    parser.add_argument(
+        "--profile-size", default="4KiB", help="object size of the profiled run (default 4KiB)"
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (data, logs, configs)"
     )

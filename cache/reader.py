@@ -493,15 +493,13 @@ class ObjectCache:
             return hi + 1
         settled = self._settled
         present = await self.store.probe([obj.key(i) for i in unknown])
-        for _ in range(3):
+        if settled != self._settled:
             # A fill that settled while we probed may have written a page after the probe looked
-            # and left the flight table before we look there: probe those pages again.
-            if settled == self._settled:
-                break
-            settled = self._settled
-            again = [k for k, (i, p) in enumerate(zip(unknown, present, strict=True)) if not p and i != must]
-            for k, p in zip(again, await self.store.probe([obj.key(unknown[k]) for k in again]), strict=True):
-                present[k] = p
+            # and left the flight table before we look there. A fill renames its file into place
+            # before it settles, so one look now, with no await before the claims below, is final.
+            present = [
+                p or (i != must and self.store.has(obj.key(i))) for i, p in zip(unknown, present, strict=True)
+            ]
         run: list[tuple[int, _Flight]] = []
         for i, on_disk in zip(unknown, present, strict=True):
             # Re-check after the await: another read may have claimed the page meanwhile.
@@ -536,23 +534,18 @@ class ObjectCache:
         ps = self._page_size
         start, end = first * ps, min((last + 1) * ps, obj.info.size)
         pos = 0  # index into run of the next page to fill
-        buf = bytearray()
+        parts: list[bytes | memoryview] = []  # received, not yet a page
+        have = 0  # bytes in parts
         try:
             async with _closing(
                 obj.src.adapter.read(obj.path, ReadOptions(start, end, if_match=obj.version))
             ) as body:
                 async for chunk in body:
-                    if buf or pos >= len(run) or len(chunk) != obj.length(run[pos][0]):
-                        buf += chunk
-                        chunk = b""
-                    while pos < len(run) and (chunk or len(buf) >= obj.length(run[pos][0])):
-                        if chunk:  # the adapter's chunk is exactly this page: no copy
-                            data, chunk = chunk, b""
-                        else:
-                            n = obj.length(run[pos][0])
-                            with memoryview(buf) as view:
-                                data = bytes(view[:n])
-                            del buf[:n]
+                    parts.append(chunk)
+                    have += len(chunk)
+                    while pos < len(run) and have >= (n := obj.length(run[pos][0])):
+                        data = _take(parts, n)
+                        have -= n
                         index, flight = run[pos]
                         flight.data = data
                         flight.ready.set()
@@ -798,3 +791,26 @@ class ObjectCache:
         for stat_task in list(self._stat_flights.values()):
             stat_task.cancel()
         await self.store.aclose()
+
+
+def _take(parts: list[bytes | memoryview], n: int) -> bytes:
+    """The first `n` bytes of `parts` (which hold at least that many), taken off its front.
+    A part that is exactly the page is the page (no copy); otherwise one join copies the bytes."""
+    first = parts[0]
+    if len(first) == n and isinstance(first, bytes):
+        del parts[0]
+        return first
+    taken: list[bytes | memoryview] = []
+    got = 0
+    while got < n:
+        part = parts[0]
+        if got + len(part) <= n:
+            taken.append(part)
+            got += len(part)
+            del parts[0]
+        else:
+            view = memoryview(part)
+            taken.append(view[: n - got])
+            parts[0] = view[n - got :]  # the rest stays a view: a large chunk is never re-copied
+            got = n
+    return b"".join(taken)

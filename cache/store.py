@@ -3,6 +3,7 @@
 Layout under the cache directory:
 
     index.sqlite3          the index (WAL mode)
+    index.sqlite3.lock     flock that queues writers of every process (PageIndex.transaction)
     pages/ab/cd/<name>     one file per page: HEADER + data, name = PageKey.name (hex)
     tmp/<name>.<pid>.<tid> pages being written
 
@@ -16,7 +17,8 @@ then, inside the index's write transaction, renamed into place and given its row
 at worst a file without a row (removed by `recover` at the next start) or, after a power loss
 with fsync off, a torn file under a row (caught by the checksum on read, dropped as `corrupt`).
 Evictions delete the row and unlink the file inside one write transaction, so no writer can put
-the same key back between the two steps.
+the same key back between the two steps. Page rows are group-committed: writers whose files are
+written while a transaction is open share the next one (`_commit`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux; elsewhere large pages always go 
 _SLOW = object()
 TMP_MAX_AGE = 600.0  # a temporary file this old belongs to a writer that died
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
+COMMIT_BATCH = 64  # page rows per group-commit transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,20 @@ class PageMeta:
     info: ObjectInfo  # the object's metadata, kept so that HEAD after a restart needs no UFS call
     checked_at: float  # when the UFS last confirmed info.etag
     max_age: float | None  # revalidate after this (the stale sweep); None: immutable
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A page whose file is written (at `tmp`) and waits for its row in a group commit."""
+
+    key: PageKey
+    tmp: str
+    size: int  # file bytes, header included
+    meta: PageMeta
+    now: float
+    done: bool = False
+    stored: bool = False
+    error: Exception | None = None
 
 
 class PageStore:
@@ -115,6 +132,9 @@ class PageStore:
         # name -> last access; written by reader threads, applied to the index in batches so that
         # a hit costs no write transaction. Losing some (crash) only blurs the LRU order.
         self._touches: dict[str, float] = {}
+        self._pending: list[_Pending] = []  # group commit: pages whose rows wait for a transaction
+        self._committing = False
+        self._commit_cv = threading.Condition()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hoard-pages")
         self._index: PageIndex | None = None
 
@@ -376,8 +396,12 @@ class PageStore:
         """Which of `keys` have a page file (not verified; a read still may miss)."""
         return await self._run(self._probe_sync, keys)
 
+    def has(self, key: PageKey) -> bool:
+        """Whether the page's file exists, looked up on the calling thread (one stat)."""
+        return os.path.exists(self.file_of(key.name))
+
     def _probe_sync(self, keys: Sequence[PageKey]) -> list[bool]:
-        return [os.path.exists(self.file_of(k.name)) for k in keys]
+        return [self.has(k) for k in keys]
 
     # -- the fill path
 
@@ -389,63 +413,110 @@ class PageStore:
         return self._run(self._write_sync, key, data, meta)
 
     def _write_sync(self, key: PageKey, data: bytes, meta: PageMeta) -> bool:
-        name = key.name
         size = HEADER.size + len(data)
         if size > self.capacity or (meta.quota is not None and size > meta.quota):
             self.not_stored += 1
             return False
         now = self.clock()
-        tmp = os.path.join(self._tmp_dir, f"{name}.{os.getpid()}.{threading.get_ident()}")
+        tmp = os.path.join(self._tmp_dir, f"{key.name}.{os.getpid()}.{threading.get_ident()}")
         head = HEADER.pack(MAGIC, crc32c(data), len(data), now)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, head, data)
-            if self.fsync:
-                os.fsync(fd)  # the data is durable before any row can point at it
-        finally:
-            os.close(fd)
-        final = self.file_of(name)
-        renamed = False
-        try:
-            with self.index.transaction() as txn:
-                if txn.exists(name):
-                    return True  # another request stored it first; same key, same bytes
-                self._apply_touches(txn)
-                if not self._make_room(txn, size, meta, now):
-                    self.not_stored += 1
-                    return False
-                parent = os.path.dirname(final)
-                if parent not in self._made_dirs:
-                    os.makedirs(parent, exist_ok=True)
-                    self._made_dirs.add(parent)
-                os.replace(tmp, final)
-                renamed = True
-                txn.insert(
-                    PageRow(
-                        name=name,
-                        mount=key.mount_id,
-                        path=key.path,
-                        version=key.version,
-                        idx=key.index,
-                        nspath=meta.nspath,
-                        size=size,
-                        store_time=now,
-                        expire_time=None if meta.ttl is None else now + meta.ttl,
-                        priority=meta.priority,
-                        quota_owner=meta.quota_owner,
-                    )
-                )
-                txn.upsert_object(key.mount_id, meta.info, meta.checked_at, meta.max_age)
-                self._refresh(txn)
-                return True
-        except BaseException:
-            if renamed:  # the row did not commit: the file must not outlive it
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(final)
-            raise
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, head, data)
+                if self.fsync:
+                    os.fsync(fd)  # the data is durable before any row can point at it
+            finally:
+                os.close(fd)
+            return self._commit(_Pending(key, tmp, size, meta, now))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def _commit(self, item: _Pending) -> bool:
+        """Group commit: the file is written; give it its row. Writers that arrive while a
+        transaction is open queue up, and the next of them commits the whole queue in one
+        transaction, so a burst of page writes costs one BEGIN/COMMIT (and one round of the lock
+        between worker processes), not one each."""
+        cv = self._commit_cv
+        with cv:
+            self._pending.append(item)
+            while not item.done:
+                if self._committing:
+                    cv.wait()
+                    continue
+                batch = self._pending[:COMMIT_BATCH]
+                del self._pending[:COMMIT_BATCH]
+                self._committing = True
+                cv.release()
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    cv.acquire()
+                    self._committing = False
+                    cv.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.stored
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        """One transaction: for each page, room, rename into place and row. Sets every item's
+        outcome; a failed transaction fails them all and unlinks the files it renamed."""
+        renamed: list[str] = []
+        try:
+            with self.index.transaction() as txn:
+                self._apply_touches(txn)
+                for item in batch:
+                    try:
+                        self._commit_one(txn, item, renamed)
+                    except OSError as exc:  # this page's file: the others go on
+                        item.error = exc
+                self._refresh(txn)
+        except BaseException as exc:
+            for final in renamed:  # the rows did not commit: the files must not outlive them
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(final)
+            for item in batch:
+                if item.error is None:
+                    item.stored, item.error = False, exc if isinstance(exc, Exception) else RuntimeError(exc)
+            raise
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _commit_one(self, txn: Txn, item: _Pending, renamed: list[str]) -> None:
+        """The page's part of a group transaction; files it renames into place go to `renamed`."""
+        key, name, meta = item.key, item.key.name, item.meta
+        if txn.exists(name):
+            item.stored = True  # another request stored it first; same key, same bytes
+            return
+        if not self._make_room(txn, item.size, meta, item.now):
+            self.not_stored += 1
+            return
+        final = self.file_of(name)
+        parent = os.path.dirname(final)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+        os.replace(item.tmp, final)
+        renamed.append(final)
+        txn.insert(
+            PageRow(
+                name=name,
+                mount=key.mount_id,
+                path=key.path,
+                version=key.version,
+                idx=key.index,
+                nspath=meta.nspath,
+                size=item.size,
+                store_time=item.now,
+                expire_time=None if meta.ttl is None else item.now + meta.ttl,
+                priority=meta.priority,
+                quota_owner=meta.quota_owner,
+            )
+        )
+        txn.upsert_object(key.mount_id, meta.info, meta.checked_at, meta.max_age)
+        item.stored = True
 
     def _make_room(self, txn: Txn, size: int, meta: PageMeta, now: float) -> bool:
         """Evict at most `cull_limit` pages so that `size` more bytes fit the page's quota, the

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 
 import pytest
 
 from cache.keys import PageKey, Source
 from cache.policy import Priority, Rule
+from cache.reader import _take
 from cache.stats import EvictionReason, ReadStats
 from tests.cache.helpers import PAGE, CountingAdapter, Env, payload, read_all
 from ufs_adapters.base import NotFound, ObjectInfo, PreconditionFailed, UfsAdapter
@@ -490,3 +492,22 @@ async def test_fill_without_waiting_for_the_disk_still_serves_everything(env: En
     await cache.drain()
     assert 1 <= cache.stats().pages <= 64
     assert cache.stats().pages + cache.store.not_stored == 64
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_take_cuts_pages_out_of_any_chunking(seed: int) -> None:
+    """However the UFS chunks its body, the pages cut from it are the body's bytes, in order."""
+    rng = random.Random(seed)
+    body = payload(rng.randrange(1, 20 * PAGE))
+    parts: list[bytes | memoryview] = []
+    pos = 0
+    while pos < len(body):
+        n = rng.choice([1, 7, PAGE - 1, PAGE, PAGE + 1, 3 * PAGE, rng.randrange(1, 5 * PAGE)])
+        parts.append(body[pos : pos + n])
+        pos += n
+    pages = []
+    for lo in range(0, len(body), PAGE):
+        page = _take(parts, min(PAGE, len(body) - lo))
+        assert isinstance(page, bytes)
+        pages.append(page)
+    assert b"".join(pages) == body and sum(len(p) for p in parts) == 0

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from cache.index import Txn
 from cache.keys import PageKey
 from cache.policy import Policy, Priority, Rule
 from cache.stats import EvictionReason
@@ -223,3 +228,61 @@ async def test_two_stores_share_one_directory(tmp_path: Path) -> None:
     assert sum(d is not None for d in stored) == a.pages
     await a.aclose()
     await b.aclose()
+
+
+async def test_concurrent_writes_are_group_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers that arrive while a transaction is open share the next one: fewer transactions
+    than pages, and every page stored with its row."""
+    store = await open_store(tmp_path, Clock())
+    index = store.index
+    opened = 0
+    real = index.transaction
+
+    @contextlib.contextmanager
+    def slow_transaction() -> Iterator[Txn]:
+        nonlocal opened
+        opened += 1
+        with real() as txn:
+            time.sleep(0.05)  # the others queue up meanwhile
+            yield txn
+
+    monkeypatch.setattr(index, "transaction", slow_transaction)
+    results = await asyncio.gather(*(store.write(key(f"k{i}"), bytes([i]) * P, meta()) for i in range(40)))
+    assert all(results)
+    assert 0 < opened < 20
+    assert (store.pages, store.used) == (40, 40 * FILE)
+    monkeypatch.undo()
+    await store.aclose()
+    store = await open_store(tmp_path, Clock())  # the rows committed: they are there after a reopen
+    assert [await store.read(key(f"k{i}"), P) for i in range(40)] == [bytes([i]) * P for i in range(40)]
+    assert store.pages == 40
+    await store.aclose()
+
+
+async def test_failed_group_commit_fails_its_writes_and_leaves_no_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(tmp_path, Clock())
+    calls = 0
+    real = Txn.upsert_object
+
+    def flaky(self: Txn, *args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Txn, "upsert_object", flaky)
+    results = await asyncio.gather(
+        *(store.write(key(f"k{i}"), b"x" * P, meta()) for i in range(20)), return_exceptions=True
+    )
+    failed = [r for r in results if isinstance(r, sqlite3.OperationalError)]
+    assert failed and all(r is True for r in results if r not in failed)
+    monkeypatch.undo()
+    await store.flush()
+    # Every page file on disk has its row, and the failed pages are simply not cached.
+    files = sum(len(f) for _, _, f in os.walk(tmp_path / "c" / "pages"))
+    assert files == store.pages == 20 - len(failed)
+    assert not os.listdir(tmp_path / "c" / "tmp")
+    await store.aclose()
