@@ -22,7 +22,8 @@ Mount options (strings; Alluxio/Hadoop spellings in OPTION_ALIASES and FLAG_ALIA
 `access_key_id`, `secret_access_key`, `session_token` (else botocore's credential chain),
 `addressing_style` path|virtual|auto (auto), `signature_version` (s3v4), `max_attempts` (3, standard
 retry mode), `connect_timeout` (10 s), `read_timeout` (60 s), `max_pool_connections` (64), `verify`
-true|false|CA bundle path. Other options in the alluxio./s3a./fs./aws. namespaces are ignored;
+true|false|CA bundle path, `direct_get` (true: GETs signed by botocore's signer but sent without the
+SDK's per-call machinery, see s3_get.py; false: every GET through the SDK). Other options in the alluxio./s3a./fs./aws. namespaces are ignored;
 anything else is refused, so that a typo cannot silently send requests to AWS.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -39,7 +41,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -89,6 +91,7 @@ from .base import (
     UploadsPage,
     WriteMeta,
 )
+from .s3_get import SignedGet
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -143,6 +146,7 @@ OPTIONS = (
     "read_timeout",
     "max_pool_connections",
     "verify",
+    "direct_get",
 )
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -377,8 +381,10 @@ class S3Adapter:
         *,
         stack: AsyncExitStack | None = None,
         spool_dir: Path | None = None,
+        signed_get: SignedGet | None = None,
     ) -> None:
         self._client = client
+        self._signed_get = signed_get  # GETs without the SDK's per-call cost (s3_get.py)
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._stack = stack
@@ -395,13 +401,17 @@ class S3Adapter:
         style = opts.get("addressing_style", "auto")
         if style not in ("path", "virtual", "auto"):
             raise ValueError(f"option 'addressing_style' is {style!r}; use path, virtual or auto")
+        signature_version = opts.get("signature_version", "s3v4")
+        connect_timeout = _float_option(opts, "connect_timeout", 10.0)
+        read_timeout = _float_option(opts, "read_timeout", 60.0)
+        max_pool_connections = _int_option(opts, "max_pool_connections", 64)
         config = AioConfig(
-            signature_version=opts.get("signature_version", "s3v4"),
+            signature_version=signature_version,
             s3={"addressing_style": style},
             retries={"mode": "standard", "max_attempts": _int_option(opts, "max_attempts", 3)},
-            connect_timeout=_float_option(opts, "connect_timeout", 10.0),
-            read_timeout=_float_option(opts, "read_timeout", 60.0),
-            max_pool_connections=_int_option(opts, "max_pool_connections", 64),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
             # Third-party S3 servers reject the newer default CRC trailers; checksum only on demand.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -424,10 +434,27 @@ class S3Adapter:
                     config=config,
                 )
             )
+            signed_get = None
+            if _flag_option(opts, "direct_get", True) and signature_version == "s3v4":
+                signed_get = await SignedGet.open(
+                    client,
+                    bucket,
+                    verify=_verify_option(opts),
+                    max_connections=max_pool_connections,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                )
+                if signed_get is not None:
+                    stack.push_async_callback(signed_get.aclose)
         except BaseException:
             await stack.aclose()
             raise
-        return cls(client, bucket, prefix, stack=stack, spool_dir=state_dir)
+        return cls(client, bucket, prefix, stack=stack, spool_dir=state_dir, signed_get=signed_get)
+
+    @property
+    def signed_get(self) -> SignedGet | None:
+        """The adapter's SDK-less GETs (None: every GET goes through the SDK); shareable as `client`."""
+        return self._signed_get
 
     @property
     def client(self) -> S3Client:
@@ -489,21 +516,29 @@ class S3Adapter:
     async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
         """One ranged GET: its headers carry everything HEAD would (the size in Content-Range)."""
         key = self._key(path)
+        byte_range = f"bytes=0-{max(length, 1) - 1}"
         try:
-            response = await self._call(
-                path,
-                self._client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max(length, 1) - 1}"),
-            )
+            direct = await self._direct_get(path, key, {"Range": byte_range})
+            if direct is not None:
+                async with direct:
+                    with _translated(path):
+                        data = await direct.read()
+                    fields = _fields_of(direct.headers)
+            else:
+                response = await self._call(
+                    path, self._client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
+                )
+                async with response["Body"] as stream:
+                    with _translated(path):
+                        data = await stream.read()
+                fields = cast("dict[str, Any]", response)
         except RangeNotSatisfiable:
             return await self.stat(path), b""  # an empty object has no byte 0
-        total = response.get("ContentLength", 0)
-        content_range = response.get("ContentRange") or ""
+        total = fields.get("ContentLength", 0)
+        content_range = fields.get("ContentRange") or ""
         if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
             total = int(content_range.rsplit("/", 1)[1])
-        async with response["Body"] as stream:
-            with _translated(path):
-                data = await stream.read()
-        info = self._info(path, cast("HeadObjectOutputTypeDef", {**response, "ContentLength": total}))
+        info = self._info(path, cast("HeadObjectOutputTypeDef", {**fields, "ContentLength": total}))
         return info, data[:length]
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
@@ -521,16 +556,39 @@ class S3Adapter:
         if opts.if_match is not None:
             request["IfMatch"] = _quoted(opts.if_match)
         try:
-            response = await self._call(path, self._client.get_object(**request))
+            headers = {"Range": request["Range"]} if "Range" in request else {}
+            if "IfMatch" in request:
+                headers["If-Match"] = request["IfMatch"]
+            direct = await self._direct_get(path, key, headers)
+            if direct is None:
+                response = await self._call(path, self._client.get_object(**request))
         except RangeNotSatisfiable:
             return  # start at or past the end: no bytes, as the local adapter does
+        if direct is not None:
+            async with direct:
+                while True:
+                    with _translated(path):  # a connection lost mid-body is Unavailable too
+                        chunk = await direct.content.read(CHUNK_SIZE)
+                    if not chunk:
+                        return
+                    yield chunk
         async with response["Body"] as stream:
             while True:
-                with _translated(path):  # a connection lost mid-body is Unavailable too
+                with _translated(path):
                     chunk = await stream.read(CHUNK_SIZE)
                 if not chunk:
                     return
                 yield chunk
+
+    async def _direct_get(
+        self, path: str, key: str, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse | None:
+        """The GET through SignedGet when this adapter has it; None: make it through the SDK."""
+        direct = self._signed_get
+        if direct is None or not direct.enabled:
+            return None
+        with _translated(path):
+            return await direct.get(key, headers)
 
     async def _put(self, path: str, key: str, data: bytes, meta: WriteMeta) -> ObjectInfo:
         digest = await anyio.to_thread.run_sync(hashlib.md5, data)
@@ -877,6 +935,36 @@ def _float_option(opts: Mapping[str, str], name: str, default: float) -> float:
         return float(opts[name]) if name in opts else default
     except ValueError:
         raise ValueError(f"option {name!r} is {opts[name]!r}; expected a number of seconds") from None
+
+
+def _flag_option(opts: Mapping[str, str], name: str, default: bool) -> bool:
+    value = opts.get(name)
+    if value is None:
+        return default
+    if value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"option {name!r} is {value!r}; use true or false")
+
+
+def _fields_of(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The GetObject fields `_info` and `read_head` use, from raw response headers (as the SDK
+    parses them)."""
+    fields: dict[str, Any] = {"ETag": headers.get("ETag", "")}
+    if "Content-Length" in headers:
+        fields["ContentLength"] = int(headers["Content-Length"])
+    if "Content-Range" in headers:
+        fields["ContentRange"] = headers["Content-Range"]
+    if "Content-Type" in headers:
+        fields["ContentType"] = headers["Content-Type"]
+    if "Last-Modified" in headers:
+        with contextlib.suppress(TypeError, ValueError):
+            fields["LastModified"] = parsedate_to_datetime(headers["Last-Modified"])
+    fields["Metadata"] = {
+        name[len("x-amz-meta-") :]: value
+        for name, value in headers.items()
+        if name.lower().startswith("x-amz-meta-")
+    }
+    return fields
 
 
 def _verify_option(opts: Mapping[str, str]) -> bool | str | None:

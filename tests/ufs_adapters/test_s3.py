@@ -261,3 +261,37 @@ async def test_copy_in_parts(ufs: S3Adapter) -> None:
     st = await ufs.stat("dst")
     assert (st.content_type, dict(st.metadata)) == ("text/plain", {"k": "v"})
     assert md5(await get(ufs, "dst")) == md5(data)
+
+
+async def test_direct_get_answers_as_the_sdk_does(s3: Any, moto_endpoint: str) -> None:
+    """GETs signed by botocore's signer but sent without the SDK (s3_get.py, on by default) give
+    the same bytes, metadata and errors as the SDK's; `direct_get: false` turns them off."""
+    bucket = new_bucket(s3)
+    on = await S3Adapter.open(f"s3://{bucket}/p", options(moto_endpoint))
+    off = await S3Adapter.open(f"s3://{bucket}/p", {**options(moto_endpoint), "direct_get": "false"})
+    try:
+        assert on.signed_get is not None and off.signed_get is None
+        data = os.urandom(3000)
+        await put(on, "dir/ü k+%.bin", data, content_type="text/x-test", metadata={"color": "blue"})
+        for adapter in (on, off):
+            assert await get(adapter, "dir/ü k+%.bin") == data
+            assert await get(adapter, "dir/ü k+%.bin", 10, 20) == data[10:20]
+            assert await get(adapter, "dir/ü k+%.bin", 5000) == b""  # past the end: no bytes
+            info, head = await adapter.read_head("dir/ü k+%.bin", 1024)
+            assert (head, info.size, info.etag, info.content_type, dict(info.metadata)) == (
+                data[:1024],
+                3000,
+                md5(data),
+                "text/x-test",
+                {"color": "blue"},
+            )
+            with pytest.raises(NotFound):
+                await get(adapter, "missing")
+            with pytest.raises(PreconditionFailed):
+                await get(adapter, "dir/ü k+%.bin", if_match="0" * 32)
+        assert on.signed_get.enabled and on.signed_get.requests == 6
+    finally:
+        await on.aclose()
+        await off.aclose()
+    with pytest.raises(ValueError, match="direct_get"):
+        await S3Adapter.open(f"s3://{bucket}", {**options(moto_endpoint), "direct_get": "maybe"})

@@ -301,10 +301,20 @@ async def test_dialect_conformance(
 ) -> None:
     dialect, opened = dialect_adapter
     fp = proxy[0]
-    ufs = S3Adapter(opened.client, bucket, f"{dialect.id}/{uuid.uuid4().hex[:8]}")
+    signed = opened.signed_get
+    ufs = S3Adapter(opened.client, bucket, f"{dialect.id}/{uuid.uuid4().hex[:8]}", signed_get=signed)
     first = len(fp.seen)
+    before = 0 if signed is None else signed.requests
     await case(ufs)
     assert_on_the_wire(fp.seen[first:], dialect, bucket, port)
+    if dialect.signature_version == "s3v4":
+        # GETs went out signed by botocore's signer without the SDK (s3_get.py), and the gateway,
+        # which verifies every signature, took them all: a refused one would switch it off.
+        assert signed is not None and signed.enabled
+        reads = case.__name__ not in ("list_with_delimiter", "list_pagination")  # no GETs there
+        assert (signed.requests > before) == reads
+    else:
+        assert signed is None  # SigV2 stores get every GET through the SDK
 
 
 # --- wrong credentials ------------------------------------------------------------------------------
@@ -344,6 +354,10 @@ async def test_wrong_secret_is_permission_denied(
         with pytest.raises(NotFound):
             await good.stat("written")
         assert await get(good, "there") == b"there"
+        if signature_version == "s3v4":
+            # The refused direct GET handed the call to the SDK and switched itself off.
+            assert good.signed_get is not None and good.signed_get.enabled
+            assert bad.signed_get is not None and not bad.signed_get.enabled
     finally:
         for adapter in (good, bad, unknown):
             await adapter.aclose()
