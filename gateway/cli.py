@@ -153,6 +153,20 @@ def _ensure_default_root(config: Config) -> None:
         absolute_path(DEFAULT_ROOT_URI[len("file://") :]).mkdir(parents=True, exist_ok=True)
 
 
+# prometheus_client's multiprocess directory (gateway/metrics.py); named here, not imported, so
+# that prometheus_client is first imported after it is set.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _fresh_metrics_dir(path: Path) -> Path:
+    """prometheus_client's multiprocess files: every worker's metrics, summed at each scrape. A
+    previous run's files would add old counts to the new ones, so they go."""
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink(missing_ok=True)
+    return path
+
+
 def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import uvicorn
 
@@ -161,6 +175,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     print(startup_block(config), flush=True)
     # Worker processes (and the single in-process app) read the config back from here.
     os.environ[RESOLVED_CONFIG_ENV] = to_env(config)
+    os.environ[MULTIPROC_ENV] = str(_fresh_metrics_dir(config.metastore.dir / "prometheus"))
     tls = config.server.tls
     uvicorn.run(
         "gateway.app:app_from_env",
@@ -172,6 +187,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         http="httptools",
         lifespan="on",
         log_level="warning",
+        access_log=False,  # uvicorn formats each access line's fields before checking the level
         server_header=False,  # the S3 endpoint sends its own
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,

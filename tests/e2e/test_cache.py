@@ -735,3 +735,42 @@ def test_metrics_match_what_was_read(tmp_path: Path, moto: Moto) -> None:
         assert (stats["hits"], stats["misses"], stats["hit_ratio"]) == (4, 4, 0.5)
         assert stats["bytes_from_cache"] == stats["bytes_from_ufs"] == len(a) + len(b)
         assert stats["capacity"] == capacity and stats["pages"] == 0 and stats["evictions"]["free"] == 4
+
+
+def test_metrics_add_up_every_worker(tmp_path: Path, moto: Moto) -> None:
+    """With 2 uvicorn workers, a scrape answered by either reports both workers' requests, cache
+    reads and UFS calls (prometheus_client's multiprocess files under the metastore)."""
+    bucket = "metrics-workers"
+    moto.new_bucket(bucket)
+    extra = {"server": {"workers": 2}, "cache": {"reserved": 0}}
+    h = Hoard(
+        start_gateway(tmp_path, mounts=[s3_mount(moto.endpoint, bucket)], extra=extra), bucket, tmp_path
+    )
+    try:
+        objects = {f"w/{i}": blob(10 * KiB, f"w{i}") for i in range(40)}
+        put_many(moto.client(), bucket, objects)
+        s3 = h.s3()
+        workers: Counter[str] = Counter()  # request-id prefix (random per worker) -> GETs it served
+        for key, body in objects.items():
+            url = s3.generate_presigned_url("get_object", Params={"Bucket": "s3", "Key": key})
+            response = httpx.get(url, timeout=30)  # a new connection each: both workers take some
+            assert response.content == body
+            workers[response.headers["x-amz-request-id"][:6]] += 1
+        assert len(workers) == 2, workers
+        total = len(objects)
+
+        def scrape() -> tuple[float, ...]:
+            m = h.metrics()  # a new connection: either worker answers
+            ufs = (("mount", "/s3"), ("operation", "read_head"), ("outcome", "ok"))
+            return (
+                m.get(("hoard_s3_requests_total", (("operation", "GetObject"), ("status", "200"))), 0),
+                m.get(("hoard_cache_misses_total", ()), 0),
+                m.get(("hoard_cache_bytes_read_total", (("source", "ufs"),)), 0),
+                m.get(("hoard_ufs_requests_total", ufs), 0),
+            )
+
+        expected = (total, total, 10 * KiB * total, total)
+        wait_until(lambda: scrape() == expected, "every worker's counts in a scrape")
+        assert [scrape() for _ in range(10)] == [expected] * 10
+    finally:
+        h.gw.stop()

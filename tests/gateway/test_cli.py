@@ -118,6 +118,7 @@ def test_serve_runs_uvicorn(
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     monkeypatch.setattr("uvicorn.run", lambda *a, **kw: calls.append((a, kw)))
     monkeypatch.setenv(RESOLVED_CONFIG_ENV, "")  # restored by monkeypatch after the test
+    monkeypatch.setenv(cli.MULTIPROC_ENV, "")
     assert cli.main(["serve", "--port", "9100", "--workers", "2", "--mount", "/s3=s3://b"]) == 0
     [(args, kwargs)] = calls
     assert args == ("gateway.app:app_from_env",)
@@ -130,10 +131,13 @@ def test_serve_runs_uvicorn(
         "http": "httptools",
         "lifespan": "on",
         "log_level": "warning",
+        "access_log": False,
         "server_header": False,
         "ssl_certfile": None,
         "ssl_keyfile": None,
     }
+    metrics_dir = Path(os.environ[cli.MULTIPROC_ENV])  # every worker's metrics, summed per scrape
+    assert metrics_dir.is_dir() and metrics_dir.parent == (tmp_path / "hoard-meta").resolve()
     resolved = from_env(os.environ)
     assert resolved.server.port == 9100 and [m.path for m in resolved.mounts] == ["/", "/s3"]
     assert (tmp_path / "hoard-data").is_dir()  # the quick start's root is created
