@@ -195,7 +195,7 @@ class Metrics:
     def _add(self, counter: Counter, labels: tuple[str, ...], total: float, source: object = None) -> None:
         """Add to `counter` what `total` (a running count kept by `source`) grew since last time.
         A new source under the same labels (a mount added again) starts from zero."""
-        key = (counter._name, labels, id(source))
+        key = (id(counter), labels, id(source))
         grown = total - self._pushed.get(key, 0.0)
         if grown < 0:  # the source restarted its count
             grown = total
