@@ -542,6 +542,7 @@ _IDLE_LEAVES = (
     "Event.wait (threading.py",
     "Queue.get (queue.py",
     "_worker (concurrent/futures/thread.py",
+    "Connection._recv (multiprocessing/connection.py",  # uvicorn's supervisor pipe: a blocked read
 )
 # Entry frames every busy sample of their thread has; left out of the inclusive list.
 _ENTRY_FRAMES = (
@@ -624,7 +625,7 @@ def py_spy(server: Server, out: Path, drive: Callable[[], object]) -> str:
     if busy == 0:
         return f"py-spy recorded no busy samples: {err.strip()[-500:]}"
     lines = [
-        f"py-spy, Hoard during one more run: {busy} busy samples ({idle} more of idle pool threads left out);",
+        f"py-spy, Hoard during one more run: {busy} busy samples ({idle} more of idle threads left out);",
         "a leaf of Runner.run is time in the event loop's own C code (uvloop: polling, socket I/O).",
         "  self time:",
     ]
