@@ -84,6 +84,7 @@ from bench.get_throughput import (
     verify,
     write_lua,
 )
+from tests.faultproxy import FaultProxy
 
 COUNTS = {"4KiB": 2000, "1MiB": 256, "64MiB": 8}
 QUICK_COUNTS = {"4KiB": 300, "1MiB": 16, "64MiB": 2}
@@ -441,6 +442,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer objects, 2 s runs: checks that it works")
     parser.add_argument("--sizes", default="4KiB,1MiB,64MiB", help="which object sizes (default all three)")
     parser.add_argument(
+        "--ufs-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="put a proxy that delays every UFS request this long in front of moto (default 0)",
+    )
+    parser.add_argument(
         "--cold-only",
         action="store_true",
         help="only the one-pass runs (moto direct, Hoard cold): no nginx, no wrk",
@@ -501,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
         f"load: wrk -t{args.threads} -c{args.connections}, {args.warmup}s warm-up + {args.duration}s per run; "
         f"one pass: {args.connections} connections; " + ", ".join(f"{s.count} x {s.label}" for s in sizes),
+        f"UFS: moto{f' behind a proxy adding {1e3 * args.ufs_latency:.0f} ms to every request' if args.ufs_latency else ''}; "
+        f"Hoard's cache.read_ahead: {os.environ.get('HOARD_CACHE__READ_AHEAD', 'default')}",
     ]
     started = time.monotonic()
     rows: list[Row] = []
@@ -514,9 +524,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"writing objects under {data}")
         digests = make_data(data, sizes)
 
-        moto, moto_base = start_moto(workdir)
+        moto, moto_endpoint = start_moto(workdir)
         stack.callback(moto.stop)
-        upload(moto_base, data, sizes)
+        upload(moto_endpoint, data, sizes)
+        moto_base = moto_endpoint  # where every reader of the UFS goes: moto, or the proxy below
+        if args.ufs_latency:
+            # A UFS farther away than loopback: every request (direct, nginx's, Hoard's) first
+            # waits this long in a proxy (tests/faultproxy.py, in a thread of this process).
+            proxy = FaultProxy(moto_endpoint).start()
+            stack.callback(proxy.stop)
+            proxy.latency = args.ufs_latency
+            moto_base = proxy.url
 
         if not args.cold_only:
             # nginx static: the same bytes as files.

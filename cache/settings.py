@@ -19,7 +19,7 @@ class CacheSettings:
     page_size: int = MiB
     metadata_ttl: float = 60.0
     rules: tuple[Rule, ...] = ()
-    read_ahead: int = 4  # pages fetched ahead of a sequential reader
+    read_ahead: int = 16  # pages fetched ahead of a sequential reader (one max_merge window)
     max_merge: int = 16  # most pages one UFS request fills
     cull_limit: int = 16  # most pages one insert may evict
     # fsync page files before their row. Off by default: a page lost or torn by a power cut fails

@@ -246,7 +246,7 @@ class CacheConfig:
     reserved: int = 1024**3
     page_size: int = 1024**2
     metadata_ttl: float = 60.0
-    read_ahead: int = 4  # pages
+    read_ahead: int = 16  # pages (cache.settings.CacheSettings.read_ahead)
     rules: tuple[CacheRule, ...] = ()
     fsync: bool = False  # fsync each page file (checksums already catch pages a power cut tore)
 

@@ -150,7 +150,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert c.cache.dir == tmp_path / "hoard-cache"
     assert (c.cache.size, c.cache.reserved, c.cache.page_size) == (10 * GiB, GiB, MiB)
     assert c.cache.metadata_ttl == 60.0
-    assert c.cache.read_ahead == 4
+    assert c.cache.read_ahead == 16
     assert c.cache.rules == ()
     assert c.mounts == (MountConfig("/", f"file://{tmp_path}/hoard-data"),)
     assert c.metastore.dir == tmp_path / "hoard-meta"
