@@ -519,7 +519,7 @@ class S3Adapter:
         byte_range = f"bytes=0-{max(length, 1) - 1}"
         try:
             direct = await self._direct_get(path, key, {"Range": byte_range})
-            if direct is not None:
+            if isinstance(direct, aiohttp.ClientResponse):
                 async with direct:
                     with _translated(path):
                         data = await direct.read()
@@ -528,6 +528,7 @@ class S3Adapter:
                 response = await self._call(
                     path, self._client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
                 )
+                self._sdk_answered(direct)
                 async with response["Body"] as stream:
                     with _translated(path):
                         data = await stream.read()
@@ -560,11 +561,12 @@ class S3Adapter:
             if "IfMatch" in request:
                 headers["If-Match"] = request["IfMatch"]
             direct = await self._direct_get(path, key, headers)
-            if direct is None:
+            if not isinstance(direct, aiohttp.ClientResponse):
                 response = await self._call(path, self._client.get_object(**request))
+                self._sdk_answered(direct)
         except RangeNotSatisfiable:
             return  # start at or past the end: no bytes, as the local adapter does
-        if direct is not None:
+        if isinstance(direct, aiohttp.ClientResponse):
             async with direct:
                 while True:
                     with _translated(path):  # a connection lost mid-body is Unavailable too
@@ -582,13 +584,18 @@ class S3Adapter:
 
     async def _direct_get(
         self, path: str, key: str, headers: Mapping[str, str]
-    ) -> aiohttp.ClientResponse | None:
-        """The GET through SignedGet when this adapter has it; None: make it through the SDK."""
+    ) -> aiohttp.ClientResponse | int | None:
+        """The GET through SignedGet when this adapter has it: its response, or the status it was
+        refused with (make the call through the SDK, then `_sdk_answered`); None: no SignedGet."""
         direct = self._signed_get
         if direct is None or not direct.enabled:
             return None
         with _translated(path):
             return await direct.get(key, headers)
+
+    def _sdk_answered(self, refused: int | None) -> None:
+        if refused is not None and self._signed_get is not None:
+            self._signed_get.sdk_answered(refused)
 
     async def _put(self, path: str, key: str, data: bytes, meta: WriteMeta) -> ObjectInfo:
         digest = await anyio.to_thread.run_sync(hashlib.md5, data)

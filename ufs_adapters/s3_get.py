@@ -9,9 +9,9 @@ the parts botocore is needed for are still botocore's, done once or cheaply:
   whose path up to the key is the prefix of every object URL;
 - the signature: botocore's own `S3SigV4Auth` on each request (about 60 µs);
 - errors: a non-2xx answer is parsed into the same `ClientError` the SDK raises, so the adapter's
-  one error table applies. Answers the SDK would act on itself (a redirect to another region, a
-  400 or 403) are not handled here: `get` returns None, the adapter repeats the call through the
-  SDK, and this path switches itself off for the adapter.
+  one error table applies. Answers the SDK might act on itself (a redirect to another region, a
+  400 or 403) are not handled here: the adapter repeats the call through the SDK, and if the SDK
+  gets an answer where this path did not, this path switches itself off for the adapter.
 
 Bytes go over an aiohttp session of its own (aiohttp is aiobotocore's HTTP client too).
 """
@@ -95,15 +95,16 @@ class SignedGet:
     async def aclose(self) -> None:
         await self._session.close()
 
-    async def get(self, key: str, headers: Mapping[str, str]) -> aiohttp.ClientResponse | None:
-        """GET `key` with `headers` (Range, If-Match); a 2xx response (the caller releases it), or
-        None for an answer the SDK should handle. Other errors raise the SDK's ClientError."""
+    async def get(self, key: str, headers: Mapping[str, str]) -> aiohttp.ClientResponse | int:
+        """GET `key` with `headers` (Range, If-Match): a 2xx response (the caller releases it), or
+        the status of an answer the SDK should handle instead (redirects, 400, 403...); other
+        errors raise the SDK's ClientError."""
         url = self._base + quote(key, safe="/~")
         request = AWSRequest(method="GET", url=url, headers=dict(headers))
         credentials = await self._credentials()
         if credentials is None:
             self.enabled = False
-            return None
+            return 0
         S3SigV4Auth(credentials, "s3", self._region).add_auth(request)
         self.requests += 1
         response = await self._session.get(
@@ -116,17 +117,23 @@ class SignedGet:
             return response
         try:
             if response.status not in _HANDLED:
-                self.enabled = False
-                log.warning(
-                    "S3 GET %s answered %d to a directly signed request; this mount's reads now go "
-                    "through the SDK",
-                    self._base,
-                    response.status,
-                )
-                return None
+                return response.status
             raise _client_error(response.status, response.headers, await response.read())
         finally:
             response.release()
+
+    def sdk_answered(self, status: int) -> None:
+        """The SDK got an answer where this path got `status`: its requests are wrong for this
+        store (a region, an endpoint, a signature), so every later GET goes through the SDK. (When
+        the SDK is refused too, the refusal was the store's answer, and this path stays.)"""
+        if self.enabled:
+            self.enabled = False
+            log.warning(
+                "S3 GET %s answered %d to a directly signed request and not to the SDK's; this "
+                "mount's reads now go through the SDK",
+                self._base,
+                status,
+            )
 
     async def _credentials(self) -> Any:
         # The SDK's own credentials object: static keys, or the chain's, which may refresh.

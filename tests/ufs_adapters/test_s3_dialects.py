@@ -25,9 +25,11 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from botocore.credentials import Credentials
 
 from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, Gateway, start_gateway
 from tests.ufs_adapters.conformance import CASES, Case, get, list_all, md5, put
@@ -355,9 +357,10 @@ async def test_wrong_secret_is_permission_denied(
             await good.stat("written")
         assert await get(good, "there") == b"there"
         if signature_version == "s3v4":
-            # The refused direct GET handed the call to the SDK and switched itself off.
+            # The refused direct GETs handed each call to the SDK, which was refused too: the
+            # store's answer, not a fault of the direct path, which stays on.
             assert good.signed_get is not None and good.signed_get.enabled
-            assert bad.signed_get is not None and not bad.signed_get.enabled
+            assert bad.signed_get is not None and bad.signed_get.enabled and bad.signed_get.requests == 1
     finally:
         for adapter in (good, bad, unknown):
             await adapter.aclose()
@@ -439,5 +442,31 @@ async def test_sigv2_does_not_sign_the_endpoint_path(gateway: Gateway, bucket: s
     try:
         with pytest.raises(PermissionDenied, match="SignatureDoesNotMatch"):
             await put(adapter, "k", b"v2")
+    finally:
+        await adapter.aclose()
+
+
+async def test_direct_get_refused_where_the_sdk_is_not_turns_itself_off(
+    gateway: Gateway, bucket: str
+) -> None:
+    """A store that refuses the direct GET's request but answers the SDK's (here: the direct path
+    signs with a wrong secret, which the gateway's SigV4 check refuses) gets the SDK's answer, and
+    from then on every GET goes through the SDK."""
+    adapter = await open_adapter(
+        f"s3://{bucket}/refused", {"endpoint_url": gateway.endpoint, "addressing_style": "path"}, None
+    )
+    try:
+        await put(adapter, "k", b"right bytes")
+        signed = adapter.signed_get
+        assert signed is not None and signed.enabled
+
+        async def wrong_secret() -> Any:
+            return Credentials(ACCESS_KEY, "not-the-secret").get_frozen_credentials()
+
+        signed._credentials = wrong_secret  # type: ignore[method-assign]
+        assert await get(adapter, "k") == b"right bytes"
+        assert not signed.enabled and signed.requests == 1
+        assert await get(adapter, "k", 6) == b"bytes"  # through the SDK now
+        assert signed.requests == 1
     finally:
         await adapter.aclose()
