@@ -22,9 +22,10 @@ Mount options (strings; Alluxio/Hadoop spellings in OPTION_ALIASES and FLAG_ALIA
 `access_key_id`, `secret_access_key`, `session_token` (else botocore's credential chain),
 `addressing_style` path|virtual|auto (auto), `signature_version` (s3v4), `max_attempts` (3, standard
 retry mode), `connect_timeout` (10 s), `read_timeout` (60 s), `max_pool_connections` (64), `verify`
-true|false|CA bundle path, `direct_get` (true: GETs signed by botocore's signer but sent without the
-SDK's per-call machinery, see s3_get.py; false: every GET through the SDK). Other options in the alluxio./s3a./fs./aws. namespaces are ignored;
-anything else is refused, so that a typo cannot silently send requests to AWS.
+true|false|CA bundle path, `direct_get` (true: GETs and HEADs signed by botocore's signer but sent
+without the SDK's per-call machinery, see s3_get.py; false: all through the SDK). Other options in
+the alluxio./s3a./fs./aws. namespaces are ignored; anything else is refused, so that a typo cannot
+silently send requests to AWS.
 """
 
 from __future__ import annotations
@@ -510,7 +511,12 @@ class S3Adapter:
 
     async def stat(self, path: str) -> ObjectInfo:
         key = self._key(path)
+        direct = await self._direct_get(path, key, {}, method="HEAD")
+        if isinstance(direct, aiohttp.ClientResponse):
+            direct.release()
+            return self._info(path, cast("HeadObjectOutputTypeDef", _fields_of(direct.headers)))
         head = await self._call(path, self._client.head_object(Bucket=self.bucket, Key=key))
+        self._sdk_answered(direct)
         return self._info(path, head)
 
     async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
@@ -583,15 +589,16 @@ class S3Adapter:
                 yield chunk
 
     async def _direct_get(
-        self, path: str, key: str, headers: Mapping[str, str]
+        self, path: str, key: str, headers: Mapping[str, str], method: str = "GET"
     ) -> aiohttp.ClientResponse | int | None:
-        """The GET through SignedGet when this adapter has it: its response, or the status it was
-        refused with (make the call through the SDK, then `_sdk_answered`); None: no SignedGet."""
+        """The GET (or HEAD) through SignedGet when this adapter has it: its response, or the
+        status it was refused with (make the call through the SDK, then `_sdk_answered`); None:
+        no SignedGet."""
         direct = self._signed_get
         if direct is None or not direct.enabled:
             return None
         with _translated(path):
-            return await direct.get(key, headers)
+            return await direct.get(key, headers, method)
 
     def _sdk_answered(self, refused: int | None) -> None:
         if refused is not None and self._signed_get is not None:

@@ -264,8 +264,9 @@ async def test_copy_in_parts(ufs: S3Adapter) -> None:
 
 
 async def test_direct_get_answers_as_the_sdk_does(s3: Any, moto_endpoint: str) -> None:
-    """GETs signed by botocore's signer but sent without the SDK (s3_get.py, on by default) give
-    the same bytes, metadata and errors as the SDK's; `direct_get: false` turns them off."""
+    """GETs and HEADs signed by botocore's signer but sent without the SDK (s3_get.py, on by
+    default) give the same bytes, metadata and errors as the SDK's; `direct_get: false` turns them
+    off."""
     bucket = new_bucket(s3)
     on = await S3Adapter.open(f"s3://{bucket}/p", options(moto_endpoint))
     off = await S3Adapter.open(f"s3://{bucket}/p", {**options(moto_endpoint), "direct_get": "false"})
@@ -287,9 +288,13 @@ async def test_direct_get_answers_as_the_sdk_does(s3: Any, moto_endpoint: str) -
             )
             with pytest.raises(NotFound):
                 await get(adapter, "missing")
+            with pytest.raises(NotFound):
+                await adapter.stat("missing")
             with pytest.raises(PreconditionFailed):
                 await get(adapter, "dir/ü k+%.bin", if_match="0" * 32)
-        assert on.signed_get.enabled and on.signed_get.requests == 6
+        # HEAD (stat) too: the same ObjectInfo, field for field, as the SDK's.
+        assert await on.stat("dir/ü k+%.bin") == await off.stat("dir/ü k+%.bin") == info
+        assert on.signed_get.enabled and on.signed_get.requests == 8
     finally:
         await on.aclose()
         await off.aclose()

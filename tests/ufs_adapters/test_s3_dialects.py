@@ -360,7 +360,7 @@ async def test_wrong_secret_is_permission_denied(
             # The refused direct GETs handed each call to the SDK, which was refused too: the
             # store's answer, not a fault of the direct path, which stays on.
             assert good.signed_get is not None and good.signed_get.enabled
-            assert bad.signed_get is not None and bad.signed_get.enabled and bad.signed_get.requests == 1
+            assert bad.signed_get is not None and bad.signed_get.enabled and bad.signed_get.requests == 2
     finally:
         for adapter in (good, bad, unknown):
             await adapter.aclose()
