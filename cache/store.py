@@ -461,7 +461,9 @@ class PageStore:
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         """One transaction: for each page, room, rename into place and row. Sets every item's
-        outcome; a failed transaction fails them all and unlinks the files it renamed."""
+        outcome; a failed transaction fails them all and unlinks the files it renamed. Its error
+        goes to those items only (each writer raises its own), never to the committing thread as
+        such: its own page may be in a later batch."""
         renamed: list[str] = []
         try:
             with self.index.transaction() as txn:
@@ -479,7 +481,8 @@ class PageStore:
             for item in batch:
                 if item.error is None:
                     item.stored, item.error = False, exc if isinstance(exc, Exception) else RuntimeError(exc)
-            raise
+            if not isinstance(exc, Exception):
+                raise
         finally:
             for item in batch:
                 item.done = True
