@@ -9,8 +9,9 @@ data files written before the row.
 
 The hit path never queries this index (see store.py); only writes, evictions and admin calls do.
 Every method here blocks: callers run them in the store's executor threads. Each thread has its
-own connection. Writers are serialised in-process by a lock and across processes by SQLite's
-write lock (BEGIN IMMEDIATE), so several gateway processes may share one cache directory.
+own connection. Writers are serialised in-process by a lock and across processes by an flock of
+`<index>.lock` (then SQLite's BEGIN IMMEDIATE never waits in its sleeping busy handler), so several
+gateway processes may share one cache directory.
 """
 
 from __future__ import annotations
