@@ -132,6 +132,8 @@ class PageStore:
         # name -> last access; written by reader threads, applied to the index in batches so that
         # a hit costs no write transaction. Losing some (crash) only blurs the LRU order.
         self._touches: dict[str, float] = {}
+        self._inline_head = bytearray(HEADER.size)  # _read_inline's, reused (event loop only)
+        self._inline_extra = bytearray(1)
         self._pending: list[_Pending] = []  # group commit: pages whose rows wait for a transaction
         self._committing = False
         self._commit_cv = threading.Condition()
@@ -312,9 +314,11 @@ class PageStore:
                 head: bytes | bytearray = buf
                 data = buf[HEADER.size :]
             else:
-                # Into the page's own buffer, no copy; the extra byte tells a longer file.
-                head, body = bytearray(HEADER.size), bytearray(length)
-                got = os.preadv(fd, [head, body, bytearray(1)], 0, NOWAIT)
+                # Into the page's own buffer, no copy; the extra byte tells a longer file. The
+                # header and extra buffers are the store's own: this runs on the event loop only,
+                # and the header is unpacked before anything else can run.
+                head, body = self._inline_head, bytearray(length)
+                got = os.preadv(fd, [head, body, self._inline_extra], 0, NOWAIT)
                 data = cast(bytes, body)  # bytearray is what the ASGI server writes
         except OSError:  # EAGAIN (not in memory) among them
             return _SLOW

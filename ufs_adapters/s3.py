@@ -37,12 +37,12 @@ import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -522,25 +522,15 @@ class S3Adapter:
     async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
         """One ranged GET: its headers carry everything HEAD would (the size in Content-Range)."""
         key = self._key(path)
-        byte_range = f"bytes=0-{max(length, 1) - 1}"
         try:
-            direct = await self._direct_get(path, key, {"Range": byte_range})
-            if isinstance(direct, aiohttp.ClientResponse):
-                async with direct:
-                    with _translated(path):
-                        data = await direct.read()
-                    fields = _fields_of(direct.headers)
-            else:
-                response = await self._call(
-                    path, self._client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
-                )
-                self._sdk_answered(direct)
-                async with response["Body"] as stream:
-                    with _translated(path):
-                        data = await stream.read()
-                fields = cast("dict[str, Any]", response)
+            fields, body = await self._get(
+                path, {"Bucket": self.bucket, "Key": key, "Range": f"bytes=0-{max(length, 1) - 1}"}
+            )
         except RangeNotSatisfiable:
             return await self.stat(path), b""  # an empty object has no byte 0
+        async with body as stream:
+            with _translated(path):
+                data = await stream.read()
         total = fields.get("ContentLength", 0)
         content_range = fields.get("ContentRange") or ""
         if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
@@ -563,30 +553,31 @@ class S3Adapter:
         if opts.if_match is not None:
             request["IfMatch"] = _quoted(opts.if_match)
         try:
-            headers = {"Range": request["Range"]} if "Range" in request else {}
-            if "IfMatch" in request:
-                headers["If-Match"] = request["IfMatch"]
-            direct = await self._direct_get(path, key, headers)
-            if not isinstance(direct, aiohttp.ClientResponse):
-                response = await self._call(path, self._client.get_object(**request))
-                self._sdk_answered(direct)
+            _, body = await self._get(path, request)
         except RangeNotSatisfiable:
             return  # start at or past the end: no bytes, as the local adapter does
-        if isinstance(direct, aiohttp.ClientResponse):
-            async with direct:
-                while True:
-                    with _translated(path):  # a connection lost mid-body is Unavailable too
-                        chunk = await direct.content.read(CHUNK_SIZE)
-                    if not chunk:
-                        return
-                    yield chunk
-        async with response["Body"] as stream:
+        async with body as stream:
             while True:
-                with _translated(path):
+                with _translated(path):  # a connection lost mid-body is Unavailable too
                     chunk = await stream.read(CHUNK_SIZE)
                 if not chunk:
                     return
                 yield chunk
+
+    async def _get(
+        self, path: str, request: GetObjectRequestTypeDef
+    ) -> tuple[Mapping[str, Any], AbstractAsyncContextManager[_Readable]]:
+        """One GetObject: (the response's fields as the SDK names them, its body to open).
+        Through SignedGet when this adapter has it, else (or when it was refused) the SDK."""
+        headers = {"Range": request["Range"]} if "Range" in request else {}
+        if "IfMatch" in request:
+            headers["If-Match"] = request["IfMatch"]
+        direct = await self._direct_get(path, request["Key"], headers)
+        if isinstance(direct, aiohttp.ClientResponse):
+            return _fields_of(direct.headers), _content_of(direct)
+        response = await self._call(path, self._client.get_object(**request))
+        self._sdk_answered(direct)
+        return cast("Mapping[str, Any]", response), response["Body"]
 
     async def _direct_get(
         self, path: str, key: str, headers: Mapping[str, str], method: str = "GET"
@@ -949,6 +940,17 @@ def _float_option(opts: Mapping[str, str], name: str, default: float) -> float:
         return float(opts[name]) if name in opts else default
     except ValueError:
         raise ValueError(f"option {name!r} is {opts[name]!r}; expected a number of seconds") from None
+
+
+class _Readable(Protocol):
+    async def read(self, n: int = -1, /) -> bytes: ...
+
+
+@asynccontextmanager
+async def _content_of(response: aiohttp.ClientResponse) -> AsyncIterator[_Readable]:
+    """A direct GET's body, opened as the SDK's StreamingBody is: released on the way out."""
+    async with response:
+        yield response.content
 
 
 def _flag_option(opts: Mapping[str, str], name: str, default: bool) -> bool:

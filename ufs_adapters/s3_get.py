@@ -22,15 +22,15 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import aiohttp
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
+from botocore.parsers import create_parser
 from botocore.utils import get_environ_proxies
-from lxml import etree
 from yarl import URL
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PROBE_KEY = "hoard-probe"
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+_ERRORS = create_parser("rest-xml")  # S3's error bodies, as the SDK reads them
 # Statuses answered here; anything else (redirects, 400, 403, 405...) goes back to the SDK.
 _HANDLED = frozenset({404, 412, 416, 429, 500, 502, 503, 504})
 
@@ -149,17 +149,7 @@ class SignedGet:
 
 
 def _client_error(status: int, headers: Mapping[str, str], body: bytes) -> ClientError:
-    """The ClientError botocore would raise for this error response."""
-    code, message = str(status), ""
-    if body:
-        try:
-            root = etree.fromstring(body, _PARSER)
-            code = root.findtext("Code") or code
-            message = root.findtext("Message") or ""
-        except etree.XMLSyntaxError:
-            pass
-    response: Any = {
-        "Error": {"Code": code, "Message": message},
-        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": dict(headers)},
-    }
-    return ClientError(response, "GetObject")
+    """The ClientError botocore would raise for this error response, parsed by botocore."""
+    response = {"status_code": status, "headers": {k.lower(): v for k, v in headers.items()}, "body": body}
+    parsed = _ERRORS.parse(response, None)  # type: ignore[arg-type]  # an error needs no output shape
+    return ClientError(cast(Any, parsed), "GetObject")
