@@ -153,6 +153,12 @@ class Txn:
     def exists(self, name: str) -> bool:
         return self.con.execute("SELECT 1 FROM pages WHERE name = ?", (name,)).fetchone() is not None
 
+    def setting(self, key: str) -> str | None:
+        return _setting(self.con, key)
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
     def insert(self, row: PageRow) -> None:
         self.con.execute(
             "INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -329,12 +335,11 @@ class PageIndex:
     # Reads: autocommit, no lock. Each sees a consistent snapshot of the last commit.
 
     def setting(self, key: str) -> str | None:
-        row = self._con().execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return _setting(self._con(), key)
 
     def set_setting(self, key: str, value: str) -> None:
         with self.transaction() as txn:
-            txn.con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+            txn.set_setting(key, value)
 
     def totals(self) -> tuple[int, int]:
         row = self._con().execute("SELECT bytes, pages FROM totals WHERE id = 0").fetchone()
@@ -435,3 +440,8 @@ class PageIndex:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+def _setting(con: sqlite3.Connection, key: str) -> str | None:
+    row = con.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])

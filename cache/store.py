@@ -4,7 +4,8 @@ Layout under the cache directory:
 
     index.sqlite3          the index (WAL mode)
     index.sqlite3.lock     flock that queues writers of every process (PageIndex.transaction)
-    pages/ab/cd/<name>     one file per page: HEADER + data, name = PageKey.name (hex)
+    pages/ab/<name>        one file per page: HEADER + data, name = PageKey.name (hex), under
+                           one of 256 directories (LAYOUT)
     tmp/<name>.<pid>.<tid> pages being written
 
 A page file is self-describing: its header holds a magic, the CRC-32 and length of the data and
@@ -65,6 +66,12 @@ _SLOW = object()
 TMP_MAX_AGE = 600.0  # a temporary file this old belongs to a writer that died
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
 COMMIT_BATCH = 64  # page rows per group-commit transaction
+# Page files sit one directory level down, pages/ab/<name> (256 directories: a million pages are
+# 4,096 files per directory, which ext4 and XFS index). Until this layout there were two levels,
+# pages/ab/cd/<name>: up to 65,536 directories, whose creation (one inode each, placed by ext4's
+# Orlov allocator) took 17% of a fresh cache's CPU during a cold read of 64 MiB objects, more than
+# its page writes (perf, bench/README.md). `_migrate_layout_sync` moves the pages of such a cache.
+LAYOUT = "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +189,7 @@ class PageStore:
         return self._index
 
     def file_of(self, name: str) -> str:
-        return os.path.join(self._pages_dir, name[:2], name[2:4], name)
+        return os.path.join(self._pages_dir, name[:2], name)
 
     def _refresh(self, txn: Txn | None = None) -> None:
         self.used, self.pages = txn.totals() if txn is not None else self.index.totals()
@@ -199,11 +206,34 @@ class PageStore:
             log.warning("cache page size changed from %s to %d; dropping all pages", stored, self.page_size)
             self._drop_all_sync()
         self.index.set_setting("page_size", str(self.page_size))
+        self._migrate_layout_sync()
         if policy is not None and self.index.setting("policy") != policy.fingerprint():
             self._reapply_sync(policy)
             self.index.set_setting("policy", policy.fingerprint())
         self._recover_sync()
         self._refresh()
+
+    def _migrate_layout_sync(self) -> None:
+        """Move the files of a cache written in the two-level layout (pages/ab/cd/<name>) up to
+        pages/ab/<name>, once: under the write lock, as every worker process opens the store."""
+        if self.index.setting("layout") == LAYOUT:
+            return
+        with self.index.transaction() as txn:
+            if txn.setting("layout") == LAYOUT:
+                return  # another process migrated while we waited for the lock
+            moved = 0
+            for top in os.scandir(self._pages_dir):
+                if not top.is_dir():
+                    continue
+                for sub in os.scandir(top.path):
+                    if sub.is_dir():  # page files are never directories: an old second level
+                        for entry in os.scandir(sub.path):
+                            os.replace(entry.path, os.path.join(top.path, entry.name))
+                            moved += 1
+                        os.rmdir(sub.path)
+            txn.set_setting("layout", LAYOUT)
+        if moved:
+            log.info("cache layout: moved %d page files to pages/ab/<name>", moved)
 
     def _drop_all_sync(self) -> None:
         while names := [n for n, _ in zip(self.index.names_sorted(), range(DROP_BATCH), strict=False)]:
@@ -232,12 +262,8 @@ class PageStore:
     def _files_sorted(self) -> Iterator[str]:
         for top in sorted(os.listdir(self._pages_dir)):
             top_dir = os.path.join(self._pages_dir, top)
-            if not os.path.isdir(top_dir):
-                continue
-            for sub in sorted(os.listdir(top_dir)):
-                sub_dir = os.path.join(top_dir, sub)
-                if os.path.isdir(sub_dir):
-                    yield from sorted(os.listdir(sub_dir))
+            if os.path.isdir(top_dir):
+                yield from sorted(os.listdir(top_dir))
 
     def _recover_sync(self) -> None:
         """Make files and rows agree after a crash: remove files without rows, rows without files,

@@ -153,7 +153,7 @@ async def test_restart_removes_orphans_and_rows_without_files(env: Env) -> None:
     await read_all(cache, env.src, info)
     await env.close(cache)
     # A crash between rename and row: a page file nobody indexes. And a lost file under a row.
-    orphan = env.cache_dir / "pages" / "ab" / "cd" / ("abcd" + "0" * 28)
+    orphan = env.cache_dir / "pages" / "ab" / ("abcd" + "0" * 28)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"junk")
     tmp = env.cache_dir / "tmp" / "deadbeef.999999999.1"

@@ -211,6 +211,35 @@ async def test_files_and_rows_survive_reopen(tmp_path: Path, fsync: bool) -> Non
     await store.aclose()
 
 
+async def test_pages_of_the_two_level_layout_are_moved_and_kept(tmp_path: Path) -> None:
+    """A cache written as pages/ab/cd/<name> (before LAYOUT) opens with its pages, now one level
+    down; the move happens once, and the second process to open finds nothing left to move."""
+    clock = Clock()
+    path = tmp_path / "c"
+    store = await open_store(tmp_path, clock)
+    data = {i: os.urandom(P) for i in range(20)}
+    for i, d in data.items():
+        await store.write(key("a", i), d, meta("/m/a"))
+    await store.aclose()
+    for i in data:  # back to the old layout, as an older Hoard left it
+        name = key("a", i).name
+        old = path / "pages" / name[:2] / name[2:4] / name
+        old.parent.mkdir(exist_ok=True)
+        os.replace(path / "pages" / name[:2] / name, old)
+    with contextlib.closing(sqlite3.connect(path / "index.sqlite3")) as con, con:
+        con.execute("DELETE FROM settings WHERE key = 'layout'")
+
+    first, second = await asyncio.gather(open_store(tmp_path, clock), open_store(tmp_path, clock))
+    for s in (first, second):
+        assert s.pages == len(data)
+        assert [await s.read(key("a", i), P) for i in data] == list(data.values())
+    dirs = [p for p in (path / "pages").rglob("*") if p.is_dir()]
+    assert dirs and all(p.parent == path / "pages" for p in dirs)
+    assert first.evictions[EvictionReason.CORRUPT] == second.evictions[EvictionReason.CORRUPT] == 0
+    await first.aclose()
+    await second.aclose()
+
+
 async def test_two_stores_share_one_directory(tmp_path: Path) -> None:
     """Two gateway processes on one cache directory: separate locks, one SQLite file."""
     clock = Clock()

@@ -242,7 +242,7 @@ def page_count(size: int, page: int = MiB) -> int:
 
 
 def page_files(cache_dir: Path) -> list[Path]:
-    """The page files of a cache directory (cache/store.py: pages/ab/cd/<name>)."""
+    """The page files of a cache directory (cache/store.py: pages/ab/<name>)."""
     return sorted(p for p in (cache_dir / "pages").rglob("*") if p.is_file())
 
 

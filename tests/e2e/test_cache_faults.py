@@ -43,12 +43,12 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
 
 
 def page_file(h: Hoard, key: str, index: int) -> Path:
-    """The file of page `index` of `key` (cache/store.py: pages/ab/cd/<PageKey.name>)."""
+    """The file of page `index` of `key` (cache/store.py: pages/ab/<PageKey.name>)."""
     with h.admin() as admin:
         [mount] = [m for m in admin.list_mounts() if m["path"] == "/s3"]
     version = h.explain(key)["version"]
     name = PageKey(mount["id"], key, version, index).name
-    return h.cache_dir / "pages" / name[:2] / name[2:4] / name
+    return h.cache_dir / "pages" / name[:2] / name
 
 
 def corrupt_evictions(h: Hoard) -> float:
