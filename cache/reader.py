@@ -7,6 +7,12 @@ pages become one aligned ranged UFS read pinned with `if_match=etag`. Fetches ru
 cache, not of the request: a client that goes away does not cancel a fill others may be waiting
 for, and the work is bounded (`max_merge` pages per fetch, `read_ahead` pages ahead of a reader).
 
+A sequential reader's windows share one UFS stream (a chain, see `_start_fetch`): the first fetch
+asks for everything up to the read's end, fills its window and hands the rest of the stream to the
+fetch of the next window if that one is already waiting, so streaming an object costs the UFS one
+request, not one per window, and no window waits for a first byte. Without a successor the stream
+is closed; the fills stay bounded by the windows either way.
+
 Invariant: a read serves one version. Pages are keyed by the etag in `info`, and every UFS read is
 pinned to it, so a changed object makes the UFS answer PreconditionFailed, which the read raises.
 """
@@ -56,6 +62,10 @@ async def _closing(body: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[by
 
 
 PREFILL_WAIT = 1.0  # seconds a page 0 from read_head waits for its reader before it is stored
+# Seconds a fetch that filled its window holds its open-ended stream for the next window's fetch.
+# That fetch starts when the reader reaches the window (read_ahead pages before its end), so a
+# reader slower than the UFS parks the stream (TCP holds the UFS back) rather than losing it.
+PARK_WAIT = 5.0
 
 
 class _Flight:
@@ -81,10 +91,38 @@ class _Flight:
         return self.data
 
 
+class _Tail:
+    """The rest of a UFS stream, handed from a fetch to the next: bytes received past the last
+    page of the first fetch (`parts`, `have` of them) and the stream itself."""
+
+    __slots__ = ("body", "have", "parts")
+
+    def __init__(self, body: AsyncIterator[bytes], parts: list[bytes | memoryview], have: int) -> None:
+        self.body = body
+        self.parts = parts
+        self.have = have
+
+
+class _Link:
+    """A fetch's open-ended stream, offered to the fetch that continues it (ObjectCache._links):
+    `waiter` is set by that successor when it starts, and gets the tail (or None if the stream
+    failed); `last` is the last page the stream covers. `called` wakes a fetch parked with its
+    stream after its run, when a successor comes or its read ends."""
+
+    __slots__ = ("called", "last", "owner", "waiter")
+
+    def __init__(self, last: int, owner: _Object) -> None:
+        self.last = last
+        self.owner = owner  # the read whose fetch opened or continued the stream
+        self.waiter: asyncio.Future[_Tail | None] | None = None
+        self.called = asyncio.Event()
+
+
 class _Object:
     """One version of one object being read: page geometry and how its pages are stored."""
 
     __slots__ = (
+        "chained",
         "generation",
         "info",
         "last",
@@ -110,6 +148,7 @@ class _Object:
         self.nspath = src.namespace_of(info.path)
         self.last = (info.size - 1) // page_size  # -1 for an empty object
         self.meta: PageMeta | None = None
+        self.chained = False  # an open-ended stream was opened for this read
 
     def key(self, index: int) -> PageKey:
         return PageKey(self.mount, self.path, self.version, index)
@@ -138,6 +177,8 @@ class ObjectCache:
         self._read_ahead = settings.read_ahead
         self._max_merge = settings.max_merge
         self._flights: dict[PageKey, _Flight] = {}
+        # Open-ended streams of fetches still filling, by the page each will be at when done.
+        self._links: dict[PageKey, _Link] = {}
         self._settled = 0  # flights that left the table after their write (see _plan)
         self._stat_flights: dict[tuple[str, str], asyncio.Task[ObjectInfo]] = {}
         self._write_slots = asyncio.Semaphore(settings.writers)
@@ -397,55 +438,59 @@ class ObjectCache:
         stats.in_flight = ahead.keys()
         planned = first  # pages below this were planned: claimed, awaited or found on disk
         soon: asyncio.Future[bytes | None] | None = None  # the next page's disk read, started early
-        for idx in range(first, last + 1):
-            flight = ahead.pop(idx, None)
-            if flight is None and idx == 0 and self._flights:
-                # A page 0 that this read's stat brought along (read_head): this read's UFS bytes.
-                pre = self._flights.get(obj.key(0))
-                if pre is not None and pre.joined is not None:
-                    flight = pre
-                    pre.joined.set()
-            data: bytes | None = None
-            if flight is None:
-                fut = (
-                    soon
-                    if soon is not None
-                    else self.store.read_soon(obj.key(idx), obj.length(idx), rule.ttl)
-                )
-                soon = None
-                data = await fut
-                attempts = 0
-                while data is None:
-                    # A miss. Plan from here; if the page turns out to be on disk after all (its
-                    # fill finished in between), read it again; after two such surprises, fetch.
-                    must = idx if attempts >= 2 else None
-                    planned = max(planned, await self._plan(obj, idx, last, ahead, must=must))
-                    flight = ahead.pop(idx, None)
-                    if flight is not None:
-                        break
-                    attempts += 1
-                    data = await self.store.read(obj.key(idx), obj.length(idx), rule.ttl)
-            if flight is not None:
-                if planned <= last and idx + self._read_ahead >= planned:
-                    planned = await self._plan(obj, planned, last, ahead)
-                data = await flight.wait()
-                self.misses += 1
-            else:
-                self.hits += 1
-            assert data is not None
-            if idx < last and idx + 1 not in ahead:
-                # Overlap the next disk read with sending this page.
-                soon = self.store.read_soon(obj.key(idx + 1), obj.length(idx + 1), rule.ttl)
-            lo = start - idx * ps if idx == first else 0
-            hi = end - idx * ps if idx == last else len(data)
-            chunk = data if lo == 0 and hi == len(data) else data[lo:hi]
-            if flight is None:
-                stats.bytes_from_cache += len(chunk)
-                self.bytes_from_cache += len(chunk)
-            else:
-                stats.bytes_from_ufs += len(chunk)
-                self.bytes_from_ufs += len(chunk)
-            yield chunk
+        try:
+            for idx in range(first, last + 1):
+                flight = ahead.pop(idx, None)
+                if flight is None and idx == 0 and self._flights:
+                    # A page 0 that this read's stat brought along (read_head): this read's UFS bytes.
+                    pre = self._flights.get(obj.key(0))
+                    if pre is not None and pre.joined is not None:
+                        flight = pre
+                        pre.joined.set()
+                data: bytes | None = None
+                if flight is None:
+                    fut = (
+                        soon
+                        if soon is not None
+                        else self.store.read_soon(obj.key(idx), obj.length(idx), rule.ttl)
+                    )
+                    soon = None
+                    data = await fut
+                    attempts = 0
+                    while data is None:
+                        # A miss. Plan from here; if the page turns out to be on disk after all (its
+                        # fill finished in between), read it again; after two such surprises, fetch.
+                        must = idx if attempts >= 2 else None
+                        planned = max(planned, await self._plan(obj, idx, last, ahead, must=must))
+                        flight = ahead.pop(idx, None)
+                        if flight is not None:
+                            break
+                        attempts += 1
+                        data = await self.store.read(obj.key(idx), obj.length(idx), rule.ttl)
+                if flight is not None:
+                    if planned <= last and idx + self._read_ahead >= planned:
+                        planned = await self._plan(obj, planned, last, ahead)
+                    data = await flight.wait()
+                    self.misses += 1
+                else:
+                    self.hits += 1
+                assert data is not None
+                if idx < last and idx + 1 not in ahead:
+                    # Overlap the next disk read with sending this page.
+                    soon = self.store.read_soon(obj.key(idx + 1), obj.length(idx + 1), rule.ttl)
+                lo = start - idx * ps if idx == first else 0
+                hi = end - idx * ps if idx == last else len(data)
+                chunk = data if lo == 0 and hi == len(data) else data[lo:hi]
+                if flight is None:
+                    stats.bytes_from_cache += len(chunk)
+                    self.bytes_from_cache += len(chunk)
+                else:
+                    stats.bytes_from_ufs += len(chunk)
+                    self.bytes_from_ufs += len(chunk)
+                yield chunk
+        finally:
+            if obj.chained:
+                self._call_off(obj)
         if sequential and self._read_ahead and last < obj.last:
             self._spawn(self._plan(obj, last + 1, min(obj.last, last + self._read_ahead), {}))
 
@@ -504,17 +549,17 @@ class ObjectCache:
         for i, on_disk in zip(unknown, present, strict=True):
             # Re-check after the await: another read may have claimed the page meanwhile.
             if (on_disk and i != must) or self._join(obj, i, ahead):
-                self._start_fetch(obj, run)
+                self._start_fetch(obj, run, last)
                 run = []
                 continue
             flight = _Flight()
             self._flights[obj.key(i)] = flight
             ahead[i] = flight
             if run and run[-1][0] != i - 1:
-                self._start_fetch(obj, run)
+                self._start_fetch(obj, run, last)
                 run = []
             run.append((i, flight))
-        self._start_fetch(obj, run)
+        self._start_fetch(obj, run, last, ends_window=bool(run) and run[-1][0] == hi)
         return hi + 1
 
     def _join(self, obj: _Object, index: int, ahead: dict[int, _Flight]) -> bool:
@@ -524,36 +569,90 @@ class ObjectCache:
         ahead[index] = flight
         return True
 
-    def _start_fetch(self, obj: _Object, run: list[tuple[int, _Flight]]) -> None:
-        if run:
-            self._spawn(self._fetch(obj, run))
+    def _start_fetch(
+        self, obj: _Object, run: list[tuple[int, _Flight]], last: int, *, ends_window: bool = False
+    ) -> None:
+        """Start the fetch of `run` (adjacent claimed pages of a read ending at page `last`).
 
-    async def _fetch(self, obj: _Object, run: list[tuple[int, _Flight]]) -> None:
-        """Fill the flights of `run` (adjacent pages) from one ranged UFS read and store them."""
+        If a fetch still filling has a stream that will be at `run`'s first page when it is done
+        (a link), the new fetch takes that stream over (a chain), whichever read started it. A run
+        that ends its window, with more of the stream's read after it, is fetched with an
+        open-ended stream (up to that read's end) for the next window to take over: only by the
+        read's first fetch and by fetches in a chain, so a reader slower than its fills does not
+        open stream after stream only to close each early. With read_ahead 0 the next window is
+        planned only once this one is consumed (its fetch has ended): no chain could form."""
+        if not run:
+            return
+        first, end_page = run[0][0], run[-1][0]
+        chain_in: asyncio.Future[_Tail | None] | None = None
+        link = self._links.get(obj.key(first))
+        if link is not None and link.waiter is None and end_page <= link.last:
+            del self._links[obj.key(first)]
+            chain_in = link.waiter = asyncio.get_running_loop().create_future()
+            link.called.set()
+            last = link.last  # the stream ends where the read that opened it ends
+        chain_out: _Link | None = None
+        if ends_window and end_page < last and self._read_ahead and (chain_in is not None or not obj.chained):
+            chain_out = self._links[obj.key(end_page + 1)] = _Link(last, obj)
+            obj.chained = True
+        chained = chain_in is not None or chain_out is not None
+        stream_end = min((last + 1) * self._page_size, obj.info.size) if chained else None
+        self._spawn(self._fetch(obj, run, chain_in, chain_out, stream_end))
+
+    async def _fetch(
+        self,
+        obj: _Object,
+        run: list[tuple[int, _Flight]],
+        chain_in: asyncio.Future[_Tail | None] | None = None,
+        chain_out: _Link | None = None,
+        stream_end: int | None = None,
+    ) -> None:
+        """Fill the flights of `run` (adjacent pages) from one ranged UFS read and store them:
+        a stream of its own, or the tail of the previous fetch's (`chain_in`); `stream_end` is
+        where that stream ends (None: at `run`'s end). With `chain_out` what is left of it after
+        `run` goes to the fetch that waits on `chain_out`, if any."""
         first, last = run[0][0], run[-1][0]
         ps = self._page_size
         start, end = first * ps, min((last + 1) * ps, obj.info.size)
+        body: AsyncIterator[bytes] | None = None
         pos = 0  # index into run of the next page to fill
-        parts: list[bytes | memoryview] = []  # received, not yet a page
-        have = 0  # bytes in parts
         try:
-            async with _closing(
-                obj.src.adapter.read(obj.path, ReadOptions(start, end, if_match=obj.version))
-            ) as body:
-                async for chunk in body:
+            tail = await chain_in if chain_in is not None else None
+            if tail is not None:
+                body, parts, have = tail.body, tail.parts, tail.have
+            else:
+                opts = ReadOptions(start, stream_end or end, if_match=obj.version)
+                body, parts, have = obj.src.adapter.read(obj.path, opts), [], 0
+            while pos < len(run):
+                while pos < len(run) and have >= (n := obj.length(run[pos][0])):
+                    data = _take(parts, n)
+                    have -= n
+                    index, flight = run[pos]
+                    flight.data = data
+                    flight.ready.set()
+                    pos += 1
+                    # Waits for a write slot: a fill never runs further ahead of the disk.
+                    await self._store_page(obj, index, flight)
+                if pos < len(run):
+                    chunk = await anext(body, None)
+                    if chunk is None:
+                        raise Unavailable(obj.path, f"short read: bytes {start}-{end} ended early")
                     parts.append(chunk)
                     have += len(chunk)
-                    while pos < len(run) and have >= (n := obj.length(run[pos][0])):
-                        data = _take(parts, n)
-                        have -= n
-                        index, flight = run[pos]
-                        flight.data = data
-                        flight.ready.set()
-                        pos += 1
-                        # Waits for a write slot: a fill never runs further ahead of the disk.
-                        await self._store_page(obj, index, flight)
-            if pos < len(run):
-                raise Unavailable(obj.path, f"short read: bytes {start}-{end} ended early")
+            if chain_out is not None:
+                if chain_out.waiter is None:
+                    # Parked: the stream waits (unread) for the next window's fetch.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(PARK_WAIT):
+                            await chain_out.called.wait()
+                self._unlink(obj, run, chain_out)  # too late to join now: later fetches open their own
+                if chain_out.waiter is not None and not chain_out.waiter.done():  # not cancelled
+                    chain_out.waiter.set_result(_Tail(body, parts, have))
+                    body = None  # the next fetch's now
+            if body is not None and (stream_end or end) == end and await anext(body, None) is None:
+                # Read to its end, the stream counts as a complete read (the adapter's metrics)
+                # and its connection can be reused; one closed before its end cannot.
+                body = None
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else Unavailable(obj.path, "fetch cancelled")
             for index, flight in run[pos:]:
@@ -567,6 +666,26 @@ class ObjectCache:
                 raise
             if not isinstance(exc, UfsError):
                 log.exception("cache fill of %s bytes %d-%d failed", obj.path, start, end)
+        finally:
+            if chain_out is not None:
+                self._unlink(obj, run, chain_out)
+                if chain_out.waiter is not None and not chain_out.waiter.done():
+                    chain_out.waiter.set_result(None)  # failed: the next fetch opens its own stream
+            if body is not None:
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    def _call_off(self, obj: _Object) -> None:
+        """The read of `obj` is over: fetches parked with its streams close them now."""
+        for link in self._links.values():
+            if link.owner is obj:
+                link.called.set()
+
+    def _unlink(self, obj: _Object, run: list[tuple[int, _Flight]], link: _Link) -> None:
+        key = obj.key(run[-1][0] + 1)
+        if self._links.get(key) is link:
+            del self._links[key]
 
     async def _store_page(self, obj: _Object, index: int, flight: _Flight) -> None:
         assert flight.data is not None

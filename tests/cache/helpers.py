@@ -31,7 +31,8 @@ PAGE = 4 * KiB  # small pages keep the tests fast; the logic is the same as with
 class CountingAdapter:
     """A real adapter with call counters: every method forwards to `inner` (a wrapper, not a mock).
 
-    `reads` records each ranged read as (path, start, end, if_match)."""
+    `reads` records each ranged read as (path, start, end, if_match); `open_reads` counts the read
+    streams not yet closed."""
 
     def __init__(self, inner: UfsAdapter) -> None:
         self.inner = inner
@@ -39,6 +40,7 @@ class CountingAdapter:
         self.calls: Counter[str] = Counter()
         self.reads: list[tuple[str, int, int | None, str | None]] = []
         self.bytes_read = 0
+        self.open_reads = 0
 
     def reset(self) -> None:
         self.calls.clear()
@@ -52,9 +54,13 @@ class CountingAdapter:
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         self.calls["read"] += 1
         self.reads.append((path, opts.start, opts.end, opts.if_match))
-        async for chunk in self.inner.read(path, opts):
-            self.bytes_read += len(chunk)
-            yield chunk
+        self.open_reads += 1
+        try:
+            async for chunk in self.inner.read(path, opts):
+                self.bytes_read += len(chunk)
+                yield chunk
+        finally:
+            self.open_reads -= 1
 
     async def list_objects(
         self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int

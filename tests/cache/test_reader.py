@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from cache import reader
 from cache.keys import PageKey, Source
 from cache.policy import Priority, Rule
 from cache.reader import _take
@@ -287,14 +288,84 @@ async def test_sequential_reader_gets_read_ahead(env: Env) -> None:
     assert stats.outcome == "HIT" and env.ufs.calls["read"] == 0
 
 
-async def test_within_a_read_fetches_run_ahead(env: Env) -> None:
+async def test_a_sequential_read_streams_its_windows_from_one_ufs_read(env: Env) -> None:
+    """Windows of max_merge pages are planned read_ahead pages ahead, and each takes over the UFS
+    stream of the one before (a chain): the UFS sees one request for the whole read."""
     data = env.put("stream", payload(40 * PAGE))
     cache = await env.cache(read_ahead=8, max_merge=8)
     info = await cache.stat(env.src, "stream")
     got, _ = await read_all(cache, env.src, info)
     assert got == data
-    starts = [s for _, s, _, _ in env.ufs.reads]
-    assert starts == [i * 8 * PAGE for i in range(5)]
+    assert env.ufs.reads == [("stream", 0, 40 * PAGE, info.etag)]
+    await cache.drain()
+    assert env.ufs.open_reads == 0 and cache.stats().pages == 40
+
+
+async def test_without_read_ahead_each_window_is_its_own_bounded_read(env: Env) -> None:
+    data = env.put("stream", payload(40 * PAGE))
+    cache = await env.cache(read_ahead=0, max_merge=8)
+    info = await cache.stat(env.src, "stream")
+    got, _ = await read_all(cache, env.src, info)
+    assert got == data
+    assert [(s, e) for _, s, e, _ in env.ufs.reads] == [(i * 8 * PAGE, (i + 1) * 8 * PAGE) for i in range(5)]
+
+
+async def test_a_paused_reader_goes_on_with_its_parked_stream(env: Env) -> None:
+    """A reader slower than the UFS: the fill of its next window waits with the stream unread
+    (parked) until the reader reaches that window, and the read still costs one UFS request."""
+    data = env.put("slow", payload(40 * PAGE))
+    cache = await env.cache(read_ahead=8, max_merge=8)
+    info = await cache.stat(env.src, "slow")
+    gen = cache.read(env.src, info, 0, info.size, ReadStats())
+    got = bytearray(await gen.__anext__())
+    await asyncio.sleep(0.2)  # both planned windows are filled long before this
+    assert env.ufs.open_reads == 1
+    async for chunk in gen:
+        got += chunk
+    assert bytes(got) == data
+    await cache.drain()
+    assert env.ufs.reads == [("slow", 0, 40 * PAGE, info.etag)] and env.ufs.open_reads == 0
+
+
+async def test_a_stream_parked_too_long_is_closed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After PARK_WAIT the stream is closed, and the reader's later windows are bounded reads, not
+    streams opened to the end only to be parked and closed again."""
+    monkeypatch.setattr(reader, "PARK_WAIT", 0.05)
+    data = env.put("slow", payload(40 * PAGE))
+    cache = await env.cache(read_ahead=8, max_merge=8)
+    info = await cache.stat(env.src, "slow")
+    gen = cache.read(env.src, info, 0, info.size, ReadStats())
+    got = bytearray(await gen.__anext__())
+    await cache.drain()
+    assert env.ufs.open_reads == 0
+    async for chunk in gen:
+        got += chunk
+    assert bytes(got) == data
+    await cache.drain()
+    # The first two windows came from the first stream (the second took it over at once).
+    assert [(s, e) for _, s, e, _ in env.ufs.reads] == [(0, 40 * PAGE)] + [
+        (i * 8 * PAGE, (i + 1) * 8 * PAGE) for i in range(2, 5)
+    ]
+    assert env.ufs.open_reads == 0
+
+
+async def test_a_chain_cut_by_the_client_closes_its_stream_at_once(env: Env) -> None:
+    data = env.put("cut", payload(40 * PAGE))
+    cache = await env.cache(read_ahead=8, max_merge=8)
+    info = await cache.stat(env.src, "cut")
+    gen = cache.read(env.src, info, 0, info.size, ReadStats())
+    got = bytearray()
+    async for chunk in gen:
+        got += chunk
+        if len(got) >= 12 * PAGE:
+            break
+    await gen.aclose()
+    async with asyncio.timeout(reader.PARK_WAIT / 2):  # not left parked until PARK_WAIT
+        await cache.drain()
+    assert env.ufs.open_reads == 0 and bytes(got) == data[: len(got)]
+    assert len(env.ufs.reads) == 1
+    got2, _ = await read_all(cache, env.src, info)
+    assert got2 == data
 
 
 async def test_client_going_away_leaves_a_consistent_cache(env: Env) -> None:
