@@ -20,7 +20,6 @@ from ufs_adapters.base import (
     PreconditionFailed,
     ReadOptions,
     UfsAdapter,
-    UfsError,
     Unavailable,
     UploadsPage,
     WriteMeta,
@@ -28,11 +27,13 @@ from ufs_adapters.base import (
 
 T = TypeVar("T")
 
-# Outcome label of an exception; anything else raised by an adapter is "error".
-_OUTCOMES: Mapping[type[UfsError], str] = {
+# Outcome label of an exception; anything else raised by an adapter is "error". A read stream
+# its consumer closed before the end (a client gone, the cache's parked stream given up) is "closed".
+_OUTCOMES: Mapping[type[BaseException], str] = {
     NotFound: "not_found",
     PreconditionFailed: "precondition_failed",
     Unavailable: "unavailable",
+    GeneratorExit: "closed",
 }
 
 
