@@ -231,7 +231,13 @@ class ObjectCache:
     # -- metadata
 
     async def stat(
-        self, src: Source, path: str, *, revalidate: bool = False, prefetch: bool = False
+        self,
+        src: Source,
+        path: str,
+        *,
+        revalidate: bool = False,
+        prefetch: bool = False,
+        prefetch_end: int | None = None,
     ) -> ObjectInfo:
         """The object's metadata, from memory, from the page index (after a restart) or the UFS.
 
@@ -241,7 +247,9 @@ class ObjectCache:
         When the UFS shows a new version, or no object, pages of older versions are dropped.
         `prefetch` (a GET is about to read): an object never seen before is asked for with
         `read_head`, and its first page goes straight into the flight table, so a cold read of a
-        small object costs the UFS one request, not a HEAD and then a GET.
+        small object costs the UFS one request, not a HEAD and then a GET. `prefetch_end`: where
+        that GET's range ends, if it names an end; a GET reading past page 0 lets the adapter keep
+        its response for the pages after it (read_head's `more`).
         """
         rule = self.policy.match(src.namespace_of(path))
         mount = src.mount_id
@@ -268,7 +276,8 @@ class ObjectCache:
         if task is None:
             # A task, not a call: the callers that share it must not be cancelled with its starter.
             head = prefetch and known is None and rule.stores
-            task = asyncio.ensure_future(self._stat_ufs(src, path, known, rule if head else None))
+            more = prefetch_end is None or prefetch_end > self._page_size
+            task = asyncio.ensure_future(self._stat_ufs(src, path, known, rule if head else None, more))
             self._stat_flights[key] = task
 
             def done(t: asyncio.Task[ObjectInfo]) -> None:
@@ -283,14 +292,14 @@ class ObjectCache:
         return self.settings.metadata_ttl if rule.max_age is None else rule.max_age
 
     async def _stat_ufs(
-        self, src: Source, path: str, known: ObjectInfo | None, head_rule: Rule | None
+        self, src: Source, path: str, known: ObjectInfo | None, head_rule: Rule | None, more: bool = False
     ) -> ObjectInfo:
         now = self.clock()
         generation = self._generation
         first: bytes | None = None
         try:
             if head_rule is not None:
-                info, first = await src.adapter.read_head(path, self._page_size)
+                info, first = await src.adapter.read_head(path, self._page_size, more=more)
             else:
                 info = await src.adapter.stat(path)
         except NotFound:

@@ -816,7 +816,7 @@ class AzureBlobAdapter:
             if etag != unquote_etag(if_match):
                 raise PreconditionFailed(path, f"ETag is {etag!r}, not {if_match!r}")
 
-    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
         return await read_head_in_two(self, path, length)
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:

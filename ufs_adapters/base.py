@@ -181,10 +181,12 @@ class UfsAdapter(Protocol):
         """Stream bytes [opts.start, opts.end); PreconditionFailed if `opts.if_match` differs."""
         ...
 
-    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
         """Metadata and the first `length` bytes (all of a smaller object), in one request where
         the store can: a cold read of a small object then costs one UFS call instead of two.
-        Adapters without such a request use `read_head_in_two`."""
+        Adapters without such a request use `read_head_in_two`. `more`: the caller will read on
+        from byte `length` (pinned to the version returned); an adapter may then ask for more and
+        keep the rest of its response for that read (S3: one GET for a whole cold read)."""
         ...
 
     async def list_objects(

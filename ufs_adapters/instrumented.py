@@ -82,8 +82,8 @@ class Instrumented:
             await stream.aclose()  # type: ignore[attr-defined]
         self.requests[("read", "ok")] += 1
 
-    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
-        info, data = await self._count("read_head", self.inner.read_head(path, length))
+    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
+        info, data = await self._count("read_head", self.inner.read_head(path, length, more=more))
         self.bytes_read += len(data)
         return info, data
 

@@ -418,8 +418,8 @@ class Limited:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._run(self.inner.stat(path))
 
-    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
-        info, data = await self._run(self.inner.read_head(path, length))
+    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
+        info, data = await self._run(self.inner.read_head(path, length, more=more))
         piece = self._piece
         if piece is not None:
             for part in _split(data, piece):

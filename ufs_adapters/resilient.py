@@ -379,8 +379,10 @@ class Resilient:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._idempotent("stat", path, lambda: self.inner.stat(path))
 
-    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
-        return await self._idempotent("read_head", path, lambda: self.inner.read_head(path, length))
+    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
+        return await self._idempotent(
+            "read_head", path, lambda: self.inner.read_head(path, length, more=more)
+        )
 
     async def list_objects(
         self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int

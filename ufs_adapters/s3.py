@@ -12,6 +12,10 @@ Writes hold bounded memory:
 - `upload_part`: the part is spooled (memory up to `part_size`, then a temp file in `state_dir`)
   because the SDK needs a sized, seekable body to sign and retry.
 
+Reads: `read_head(more=True)` is one GET of the whole object, of which it reads the first `length`
+bytes; the rest of the response waits, unread, up to HEAD_PARK seconds for a `read` of that version
+from that byte on, which continues it (`_Parked`): a cache's cold read of a large object is one GET.
+
 Keys with `.` or `..` segments, empty keys and NUL are refused (InvalidPath): an HTTP stack that
 normalises dot segments could otherwise step out of the mount prefix. Folders are key prefixes:
 `make_dir` writes a zero-byte `path/` marker, `remove_dir` deletes only that marker (NotEmpty if
@@ -390,6 +394,9 @@ class S3Adapter:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._stack = stack
         self._spool_dir = spool_dir
+        # The rest of read_head responses, by (key, etag, offset): see read_head.
+        self._parked: dict[tuple[str, str, int], _Parked] = {}
+        self._closing: set[asyncio.Future[Any]] = set()
 
     @classmethod
     async def open(cls, uri: str, options: Mapping[str, str], *, state_dir: Path | None = None) -> S3Adapter:
@@ -463,6 +470,11 @@ class S3Adapter:
         return self._client
 
     async def aclose(self) -> None:
+        while self._parked:
+            _, parked = self._parked.popitem()
+            await parked.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._stack is not None:
             stack, self._stack = self._stack, None
             await stack.aclose()
@@ -519,24 +531,79 @@ class S3Adapter:
         self._sdk_answered(direct)
         return self._info(path, head)
 
-    async def read_head(self, path: str, length: int) -> tuple[ObjectInfo, bytes]:
-        """One ranged GET: its headers carry everything HEAD would (the size in Content-Range)."""
+    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
+        """One GET: its headers carry everything HEAD would (the size in Content-Range).
+
+        With `more` it asks for the whole object and reads `length` bytes; the rest of the
+        response, if any, waits (unread: TCP holds the store back) up to HEAD_PARK seconds for the
+        read of that version from byte `length` on (a cache filling the next pages), which takes
+        it over instead of making a request of its own: a cold read of an object costs one GET.
+        Without, it asks for `length` bytes only.
+        """
         key = self._key(path)
+        wanted = "bytes=0-" if more else f"bytes=0-{max(length, 1) - 1}"
         try:
-            fields, body = await self._get(
-                path, {"Bucket": self.bucket, "Key": key, "Range": f"bytes=0-{max(length, 1) - 1}"}
-            )
+            fields, body = await self._get(path, {"Bucket": self.bucket, "Key": key, "Range": wanted})
         except RangeNotSatisfiable:
             return await self.stat(path), b""  # an empty object has no byte 0
-        async with body as stream:
-            with _translated(path):
-                data = await stream.read()
-        total = fields.get("ContentLength", 0)
-        content_range = fields.get("ContentRange") or ""
-        if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
-            total = int(content_range.rsplit("/", 1)[1])
-        info = self._info(path, cast("HeadObjectOutputTypeDef", {**fields, "ContentLength": total}))
-        return info, data[:length]
+        stream = await body.__aenter__()
+        parked = False
+        try:
+            parts: list[bytes] = []
+            got = 0
+            while got < length:
+                with _translated(path):
+                    chunk = await stream.read(length - got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            total = fields.get("ContentLength", 0)
+            content_range = fields.get("ContentRange") or ""
+            if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+                total = int(content_range.rsplit("/", 1)[1])
+            info = self._info(path, cast("HeadObjectOutputTypeDef", {**fields, "ContentLength": total}))
+            if more and got == length < total:
+                self._park((key, info.etag, length), _Parked(body, stream, total))
+                parked = True
+            return info, data
+        finally:
+            if not parked:
+                await body.__aexit__(None, None, None)
+
+    def _park(self, at: tuple[str, str, int], parked: _Parked) -> None:
+        old = self._parked.pop(at, None)
+        if old is not None:
+            self._close_soon(old)
+        parked.timer = asyncio.get_running_loop().call_later(HEAD_PARK, self._expire, at, parked)
+        self._parked[at] = parked
+
+    def _expire(self, at: tuple[str, str, int], parked: _Parked) -> None:
+        if self._parked.get(at) is parked:
+            del self._parked[at]
+            self._close_soon(parked)
+
+    def _close_soon(self, parked: _Parked) -> None:
+        task = asyncio.ensure_future(parked.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _continue(
+        self, path: str, parked: _Parked, start: int, end: int | None
+    ) -> AsyncIterator[bytes]:
+        """Bytes [start, end) from a parked read_head response that is at `start`."""
+        stop = parked.end if end is None else min(end, parked.end)
+        try:
+            while start < stop:
+                with _translated(path):  # a connection lost mid-body is Unavailable too
+                    chunk = await parked.stream.read(min(CHUNK_SIZE, stop - start))
+                if not chunk:
+                    return
+                start += len(chunk)
+                yield chunk
+        finally:
+            await parked.close()
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         key = self._key(path)
@@ -547,6 +614,13 @@ class S3Adapter:
                 if info.etag != unquote_etag(opts.if_match):
                     raise PreconditionFailed(path, f"ETag is {info.etag!r}, not {opts.if_match!r}")
             return
+        if opts.if_match is not None and self._parked:
+            parked = self._parked.pop((key, unquote_etag(opts.if_match), start), None)
+            if parked is not None:
+                parked.cancel_timer()
+                async for chunk in self._continue(path, parked, start, end):
+                    yield chunk
+                return
         request: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
         if start > 0 or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
@@ -944,6 +1018,33 @@ def _float_option(opts: Mapping[str, str], name: str, default: float) -> float:
 
 class _Readable(Protocol):
     async def read(self, n: int = -1, /) -> bytes: ...
+
+
+HEAD_PARK = 5.0  # seconds the rest of a read_head response waits for the read that continues it
+
+
+class _Parked:
+    """The unread rest of a read_head response (bytes up to `end`), open until taken or closed."""
+
+    __slots__ = ("body", "closed", "end", "stream", "timer")
+
+    def __init__(self, body: AbstractAsyncContextManager[_Readable], stream: _Readable, end: int) -> None:
+        self.body = body
+        self.stream = stream
+        self.end = end
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    async def close(self) -> None:
+        self.cancel_timer()
+        if not self.closed:
+            self.closed = True
+            await self.body.__aexit__(None, None, None)
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.servers import free_port
 from tests.ufs_adapters.conformance import CASES, Case, aws_multipart_etag, body, get, list_all, md5, put
+from ufs_adapters import s3 as s3_module
 from ufs_adapters.base import (
     MIN_PART_SIZE,
     BadDigest,
@@ -261,6 +262,64 @@ async def test_copy_in_parts(ufs: S3Adapter) -> None:
     st = await ufs.stat("dst")
     assert (st.content_type, dict(st.metadata)) == ("text/plain", {"k": "v"})
     assert md5(await get(ufs, "dst")) == md5(data)
+
+
+@pytest.mark.parametrize("direct", ["true", "false"])
+async def test_a_read_after_read_head_continues_its_response(
+    s3: Any, moto_endpoint: str, direct: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_head(more=True) asks for the whole object; the read of that version from where it
+    stopped takes the rest of that response over (no second GET). Any other read makes its own
+    request, and a rest nobody takes is closed after HEAD_PARK. Without `more`, nothing waits."""
+    monkeypatch.setattr(s3_module, "HEAD_PARK", 0.2)
+    bucket = new_bucket(s3)
+    ufs = await S3Adapter.open(f"s3://{bucket}", {**options(moto_endpoint), "direct_get": direct})
+    try:
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        await put(ufs, "obj", data)
+        assert (ufs.signed_get is not None) == (direct == "true")
+
+        def requests() -> int | None:  # GETs sent by the direct path; the SDK's are not counted
+            return ufs.signed_get.requests if ufs.signed_get is not None else None
+
+        before = requests() or 0
+        info, head = await ufs.read_head("obj", 1024 * 1024, more=True)
+        assert head == data[: 1024 * 1024] and info.size == len(data)
+        assert await get(ufs, "obj", 1024 * 1024, None, info.etag) == data[1024 * 1024 :]
+        assert requests() in (before + 1, None)  # one GET for both
+
+        # Up to a given end, with the rest of the response closed.
+        await ufs.read_head("obj", 1024 * 1024, more=True)
+        assert (
+            await get(ufs, "obj", 1024 * 1024, 2 * 1024 * 1024, info.etag)
+            == data[1024 * 1024 : 2 * 1024 * 1024]
+        )
+        # Another offset, or no ETag to match, is a request of its own.
+        await ufs.read_head("obj", 1024 * 1024, more=True)
+        assert await get(ufs, "obj", 1000, 2000, info.etag) == data[1000:2000]
+        assert await get(ufs, "obj", 1024 * 1024, 1024 * 1024 + 10) == data[1024 * 1024 : 1024 * 1024 + 10]
+        assert requests() in (before + 5, None)
+        # Left alone, the rest is closed; a read then makes its own request, of the same bytes.
+        await asyncio.sleep(0.5)
+        assert not ufs._parked
+        assert await get(ufs, "obj", 1024 * 1024, None, info.etag) == data[1024 * 1024 :]
+        assert requests() in (before + 6, None)
+        # Without `more` the GET asks for the head only: nothing waits, the read is a request.
+        await ufs.read_head("obj", 1024 * 1024)
+        assert not ufs._parked
+        assert await get(ufs, "obj", 1024 * 1024, None, info.etag) == data[1024 * 1024 :]
+        assert requests() in (before + 8, None)
+        # A small object comes whole: nothing is left to continue.
+        await put(ufs, "small", b"tiny")
+        assert (await ufs.read_head("small", 1024 * 1024, more=True))[1] == b"tiny" and not ufs._parked
+        # A changed object is never continued from the old response.
+        info, _ = await ufs.read_head("obj", 1024 * 1024, more=True)
+        await put(ufs, "obj", data[::-1])
+        with pytest.raises(PreconditionFailed):
+            await get(ufs, "obj", 0, 10, info.etag)
+    finally:
+        await ufs.aclose()
+    assert not ufs._parked
 
 
 async def test_direct_get_answers_as_the_sdk_does(s3: Any, moto_endpoint: str) -> None:

@@ -46,9 +46,12 @@ async def stat_object(
     revalidate: bool = False,
     bucket: str | None = None,
     prefetch: bool = False,
+    prefetch_end: int | None = None,
 ) -> ObjectInfo:
     try:
-        return await svc.cache.stat(mount.source, path, revalidate=revalidate, prefetch=prefetch)
+        return await svc.cache.stat(
+            mount.source, path, revalidate=revalidate, prefetch=prefetch, prefetch_end=prefetch_end
+        )
     except NotFound:
         raise await missing(req, svc, bucket) from None
 
@@ -57,8 +60,11 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     revalidate, no_store = cache_control(req.headers)
     # A GET that will start in page 0 may take page 0 with the metadata (one UFS request, not two).
-    prefetch = req.method == "GET" and not no_store and _starts_at_zero(req.headers.get("range"))
-    info = await stat_object(req, svc, mount, path, revalidate=revalidate, prefetch=prefetch)
+    range_header = req.headers.get("range")
+    prefetch = req.method == "GET" and not no_store and _starts_at_zero(range_header)
+    info = await stat_object(
+        req, svc, mount, path, revalidate=revalidate, prefetch=prefetch, prefetch_end=_end_of(range_header)
+    )
     status, headers, start, end = _object_headers(req, info)
     if req.method == "HEAD" or end <= start:
         cached, total = await svc.cache.coverage(mount.source, info, 0, info.size)
@@ -96,6 +102,13 @@ def _starts_at_zero(header: str | None) -> bool:
         return True
     first = header.strip().removeprefix("bytes=").split("-", 1)[0].strip()
     return first == "0"
+
+
+def _end_of(header: str | None) -> int | None:
+    """The end (exclusive) a `bytes=A-B` Range names; None for none, `bytes=A-`, or a malformed
+    one (which _object_headers answers)."""
+    last = (header or "").strip().removeprefix("bytes=").partition("-")[2].strip()
+    return int(last) + 1 if last.isdigit() else None
 
 
 def _outcome(cached: int, total: int) -> bytes:
