@@ -37,6 +37,7 @@ import platform
 import resource
 import shlex
 import shutil
+import signal
 import string
 import subprocess
 import sys
@@ -382,6 +383,54 @@ def profile_cold(workdir: Path, moto: str, size: Size, digests: dict[str, str], 
         server.stop()
 
 
+def perf_cold(workdir: Path, moto: str, size: Size, digests: dict[str, str], concurrency: int) -> str:
+    """perf (the kernel included, which py-spy cannot see) on a fresh Hoard's worker processes
+    during one cold pass over `size`'s objects: time by shared object, the system calls and page
+    faults it goes to, and the hottest symbols."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return "--perf-cold: perf is not installed (Debian: apt-get install linux-perf); skipped"
+    server, base = start_hoard_s3(workdir, moto, HOARD_WORKERS, home_name="hoard-perf")
+    data = workdir / f"perf-cold-{size.name}.data"
+    try:
+        pids = ",".join(str(p) for p in sorted(subtree(snapshot(), server.proc.pid)))
+        argv = [perf, "record", "-g", "-F", "999", "-o", str(data), "-p", pids]
+        log(f"perf: {shlex.join(argv)}")
+        rec = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)  # let perf attach
+            keys = keys_of(size)
+            asyncio.run(_one_pass(base, presigned_paths(base, keys), keys, digests, concurrency))
+            rec.send_signal(signal.SIGINT)
+            rec.wait(timeout=60)
+        finally:
+            if rec.poll() is None:
+                rec.kill()
+                rec.wait(timeout=10)
+    finally:
+        server.stop()
+
+    def report(*how: str) -> list[str]:
+        out = subprocess.run(
+            [perf, "report", "-i", str(data), "--stdio", "-g", "none", *how],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout
+        return [line.rstrip() for line in out.splitlines() if line.strip() and not line.startswith("#")]
+
+    calls = [
+        line
+        for line in report("--children", "--sort", "sym")
+        if "__x64_sys_" in line or line.endswith("] exc_page_fault")
+    ]
+    lines = [f"perf, Hoard's workers during one more cold pass of {size.label} objects (kernel included):"]
+    lines += ["  self time by shared object:", *report("--no-children", "--sort", "dso")[:5]]
+    lines += ["  system calls and page faults, inclusive:", *calls[:8]]
+    lines += ["  self time, hottest symbols:", *report("--no-children", "--sort", "sym")[:14]]
+    return "\n".join(lines)
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -462,6 +511,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[s.name for s in SIZES],
         help="also py-spy a fresh Hoard during one more (unmeasured) cold pass of that size",
     )
+    parser.add_argument(
+        "--perf-cold",
+        metavar="SIZE",
+        choices=[s.name for s in SIZES],
+        help="also perf (kernel included) a fresh Hoard during one more cold pass of that size",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data, logs)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -471,8 +526,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not names or any(n not in counts for n in names):
         parser.error(f"--sizes: choose from {', '.join(counts)}")
     args.size_list = [Size(s.label, s.name, s.nbytes, counts[s.name]) for s in SIZES if s.name in names]
-    if args.profile_cold and args.profile_cold not in names:
-        parser.error("--profile-cold: that size is not among --sizes")
+    for option, size_name in (("--profile-cold", args.profile_cold), ("--perf-cold", args.perf_cold)):
+        if size_name and size_name not in names:
+            parser.error(f"{option}: that size is not among --sizes")
     if args.duration < 1 or args.warmup < 1 or args.connections < args.threads:
         parser.error("durations must be >= 1 s and --connections >= --threads")
     return args
@@ -612,6 +668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.profile_cold:
             size = next(s for s in sizes if s.name == args.profile_cold)
             profile = profile_cold(workdir, moto_base, size, digests, args.connections)
+        if args.perf_cold:
+            size = next(s for s in sizes if s.name == args.perf_cold)
+            profile = "\n".join(
+                p for p in (profile, perf_cold(workdir, moto_base, size, digests, args.connections)) if p
+            )
 
     size_order = {s.name: i for i, s in enumerate(SIZES)}
     rows.sort(key=lambda r: (size_order[r.m.size.name], ORDER.index(r.m.server)))
