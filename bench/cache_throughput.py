@@ -159,6 +159,13 @@ async def _one_pass(
     return total, latencies, errors
 
 
+def _page_cache_mib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Cached:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
 def _self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -173,9 +180,14 @@ def measure_one_pass(
     digests: dict[str, str],
     concurrency: int,
     ufs: Server | None = None,
+    drop_caches: bool = False,
 ) -> Row:
-    """GET every path exactly once with `concurrency` concurrent connections; bytes are checked."""
+    """GET every path exactly once with `concurrency` concurrent connections; bytes are checked.
+    `drop_caches`: empty the kernel's page cache first (see --drop-caches)."""
     keys = keys_of(size)
+    if drop_caches:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
     log(f"{name}, {size.label}: one pass over {len(paths)} objects, {concurrency} connections")
     before, machine, client = snapshot(), machine_ticks(), _self_cpu()
     t0 = time.monotonic()
@@ -517,6 +529,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[s.name for s in SIZES],
         help="also perf (kernel included) a fresh Hoard during one more cold pass of that size",
     )
+    parser.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="empty the kernel's page cache before each one-pass run (root; see bench/README.md)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (data, logs)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -552,7 +569,11 @@ def cold_passes(
     for size in args.size_list:
         keys = keys_of(size)
         paths = presigned_paths(base, keys)
-        rows.append(measure_one_pass(server, name, base, size, paths, digests, args.connections, ufs=moto))
+        rows.append(
+            measure_one_pass(
+                server, name, base, size, paths, digests, args.connections, moto, args.drop_caches
+            )
+        )
         verify(base, [paths[0], paths[-1]], [keys[0], keys[-1]], digests, f"{server.name} (warm)")
         expect_header(base, paths[0], hit_header, "HIT", server.name)
         prefix = name.split()[0].lower()  # nginx, hoard
@@ -591,7 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}, Python {platform.python_version()}",
         f"hoard {hoard_revision()} ({HOARD_WORKERS} workers); {tool_version([nginx, '-v'])}; "
         f"{tool_version([wrk, '-v']).split(' Copyright')[0]}; moto {tool_version([sys.executable, '-c', 'import moto; print(moto.__version__)'])}",
-        f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+        f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}; "
+        f"page cache {_page_cache_mib():,} MiB{', dropped before each one-pass run' if args.drop_caches else ''}",
         f"load: wrk -t{args.threads} -c{args.connections}, {args.warmup}s warm-up + {args.duration}s per run; "
         f"one pass: {args.connections} connections; " + ", ".join(f"{s.count} x {s.label}" for s in sizes),
         f"UFS: moto{f' behind a proxy adding {1e3 * args.ufs_latency:.0f} ms to every request' if args.ufs_latency else ''}; "
@@ -651,7 +673,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in sizes:
             paths = presigned_paths(moto_base, keys_of(size))
             rows.append(
-                measure_one_pass(moto, DIRECT_ONCE, moto_base, size, paths, digests, args.connections)
+                measure_one_pass(
+                    moto,
+                    DIRECT_ONCE,
+                    moto_base,
+                    size,
+                    paths,
+                    digests,
+                    args.connections,
+                    None,
+                    args.drop_caches,
+                )
             )
 
         # Hoard: an empty cache; one pass per size (every read a miss), then hits with wrk.
