@@ -9,9 +9,10 @@ for, and the work is bounded (`max_merge` pages per fetch, `read_ahead` pages ah
 
 A sequential reader's windows share one UFS stream (a chain, see `_start_fetch`): the first fetch
 asks for everything up to the read's end, fills its window and hands the rest of the stream to the
-fetch of the next window if that one is already waiting, so streaming an object costs the UFS one
-request, not one per window, and no window waits for a first byte. Without a successor the stream
-is closed; the fills stay bounded by the windows either way.
+fetch of the next window, waiting for it (unread, TCP holding the UFS back) up to PARK_WAIT. So
+streaming an object costs the UFS one request, not one per window, and no window waits for a first
+byte; the fills stay bounded by the windows. (The S3 adapter goes one step further: the GET of
+`read_head(more=True)` is the stream the first fetch continues, see ufs_adapters/s3.py.)
 
 Invariant: a read serves one version. Pages are keyed by the etag in `info`, and every UFS read is
 pinned to it, so a changed object makes the UFS answer PreconditionFailed, which the read raises.
