@@ -291,14 +291,24 @@ class PageIndex:
         # the last one commits. Polling had two busy workers' fills stall for tens of ms per page.
         self._write_lock = threading.Lock()
         self._lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        con = self._con()
-        con.execute("PRAGMA journal_mode = WAL")
-        self._init_schema(con)
-
-    def _init_schema(self, con: sqlite3.Connection) -> None:
-        with self._write_lock:
+        # Under the writers' locks: switching a fresh database to WAL needs it to itself, and
+        # SQLite answers "database is locked" at once, without waiting, to a connection that asks
+        # while another holds a write lock (worker processes open the cache at the same moment).
+        with self._locked():
+            con = self._con()
+            con.execute("PRAGMA journal_mode = WAL")
             # executescript commits on its own; the statements are idempotent (IF NOT EXISTS).
             con.executescript(SCHEMA)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The write lock of every thread and process on this index (see transaction)."""
+        with self._write_lock:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _con(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
@@ -318,19 +328,15 @@ class PageIndex:
 
     @contextmanager
     def transaction(self) -> Iterator[Txn]:
-        with self._write_lock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        with self._locked():
+            con = self._con()
+            con.execute("BEGIN IMMEDIATE")
             try:
-                con = self._con()
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    yield Txn(con)
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                yield Txn(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
 
     # Reads: autocommit, no lock. Each sees a consistent snapshot of the last commit.
 

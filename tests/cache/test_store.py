@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -315,3 +317,26 @@ async def test_failed_group_commit_fails_its_writes_and_leaves_no_files(
     assert files == store.pages == 20 - len(failed)
     assert not os.listdir(tmp_path / "c" / "tmp")
     await store.aclose()
+
+
+def _open_and_close(directory: str, barrier: Any) -> None:
+    """One worker process starting on a cache directory (child of the test below)."""
+    barrier.wait()
+    store = asyncio.run(PageStore.open(directory, capacity=100 * FILE, page_size=P))
+    asyncio.run(store.aclose())
+
+
+def test_worker_processes_open_a_fresh_cache_at_once(tmp_path: Path) -> None:
+    """uvicorn starts its workers together, and each opens the cache: on a fresh directory one of
+    them switches the index to WAL and creates the schema while others do the same or already
+    write their settings. None may fail with "database is locked"."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        directory = str(tmp_path / f"c{round_}")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_and_close, args=(directory, barrier)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=60)
+        assert [proc.exitcode for proc in procs] == [0, 0, 0, 0], round_
