@@ -249,8 +249,8 @@ class ObjectCache:
         `prefetch` (a GET is about to read): an object never seen before is asked for with
         `read_head`, and its first page goes straight into the flight table, so a cold read of a
         small object costs the UFS one request, not a HEAD and then a GET. `prefetch_end`: where
-        that GET's range ends, if it names an end; a GET reading past page 0 lets the adapter keep
-        its response for the pages after it (read_head's `more`).
+        that GET's Range ends (None: at the object's end, when the adapter may keep the response
+        for the pages after page 0, read_head's `more`: a whole cold GET is one UFS request).
         """
         rule = self.policy.match(src.namespace_of(path))
         mount = src.mount_id
@@ -277,7 +277,10 @@ class ObjectCache:
         if task is None:
             # A task, not a call: the callers that share it must not be cancelled with its starter.
             head = prefetch and known is None and rule.stores
-            more = prefetch_end is None or prefetch_end > self._page_size
+            # A GET to the object's end may take it all in one response (read_head's `more`); one
+            # with an end takes page 0 alone, and its fetch of the rest asks for exactly its range
+            # (an open-ended response would run on past it, and be cut, its buffers wasted).
+            more = prefetch_end is None
             task = asyncio.ensure_future(self._stat_ufs(src, path, known, rule if head else None, more))
             self._stat_flights[key] = task
 

@@ -486,6 +486,26 @@ def test_no_store_bypasses_the_cache(moto: Moto, hoard: Hoard) -> None:
     assert len([c for c in object_reads(calls, hoard.bucket, "cc/nostore") if c.method == "GET"]) == 1
 
 
+def test_a_cold_get_asks_the_ufs_for_what_it_reads(moto: Moto, hoard: Hoard) -> None:
+    """A whole cold GET is one UFS GET (page 0 and the metadata, then the rest of the same
+    response); a GET whose Range has an end asks for page 0, then for its own pages exactly, so no
+    response runs on past what the client wants."""
+    s3 = hoard.s3()
+    whole, part = blob(6 * MiB + 7, "ask-whole"), blob(6 * MiB + 7, "ask-part")
+    put_many(moto.client(), hoard.bucket, {"ask/whole": whole, "ask/part": part})
+    with moto.recording() as calls:
+        body, xcache = get(s3, "ask/whole")
+        assert sha(body) == sha(whole) and xcache == "MISS"
+        body, xcache = get(s3, "ask/part", Range=f"bytes=0-{2 * MiB + 5}")
+        assert body == part[: 2 * MiB + 6] and xcache == "MISS"
+
+    def ranges(key: str) -> list[str | None]:
+        return [c.headers.get("range") for c in object_reads(calls, hoard.bucket, key) if c.method == "GET"]
+
+    assert ranges("ask/whole") == ["bytes=0-"]
+    assert ranges("ask/part") == [f"bytes=0-{MiB - 1}", f"bytes={MiB}-{3 * MiB - 1}"]
+
+
 def test_x_cache_miss_partial_hit(moto: Moto, hoard: Hoard) -> None:
     s3, data = hoard.s3(), blob(3 * MiB, "xc")
     put_many(moto.client(), hoard.bucket, {"xc/obj": data})
