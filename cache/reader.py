@@ -1,18 +1,8 @@
 """ObjectCache: everything the gateway asks of the cache.
 
-A read of [start, end) walks its pages in order. A page on disk is one thread hop (store.py). A
-missing page is claimed as a *flight* before any UFS call: the flight table is the single-flight
-point (the event loop is single-threaded, so check-and-claim cannot race), and adjacent claimed
-pages become one aligned ranged UFS read pinned with `if_match=etag`. Fetches run as tasks of the
-cache, not of the request: a client that goes away does not cancel a fill others may be waiting
-for, and the work is bounded (`max_merge` pages per fetch, `read_ahead` pages ahead of a reader).
-
-A sequential reader's windows share one UFS stream (a chain, see `_start_fetch`): the first fetch
-asks for everything up to the read's end, fills its window and hands the rest of the stream to the
-fetch of the next window, waiting for it (unread, TCP holding the UFS back) up to PARK_WAIT. So
-streaming an object costs the UFS one request, not one per window, and no window waits for a first
-byte; the fills stay bounded by the windows. (The S3 adapter goes one step further: the GET of
-`read_head(more=True)` is the stream the first fetch continues, see ufs_adapters/s3.py.)
+A read of [start, end) walks its pages in order. A page on disk is one thread hop (store.py); a
+missing one is filled from the UFS by the machinery in fill.py (flights, windows planned ahead of
+the reader, fetches that share one stream), which ObjectCache inherits.
 
 Invariant: a read serves one version. Pages are keyed by the etag in `info`, and every UFS read is
 pinned to it, so a changed object makes the UFS answer PreconditionFailed, which the read raises.
@@ -25,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from typing import Any
 
 from ufs_adapters.base import (
@@ -35,15 +25,15 @@ from ufs_adapters.base import (
     PreconditionFailed,
     ReadOptions,
     UfsError,
-    Unavailable,
 )
 
+from .fill import Filler, Flight, Link, ObjectVersion
 from .keys import PageKey, Source
 from .metadata import MetadataCache
 from .policy import Policy, Rule
 from .settings import CacheSettings
 from .stats import CacheStats, EvictionReason, ReadStats
-from .store import PageMeta, PageStore
+from .store import PageStore
 
 log = logging.getLogger(__name__)
 
@@ -63,102 +53,9 @@ async def _closing(body: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[by
 
 
 PREFILL_WAIT = 1.0  # seconds a page 0 from read_head waits for its reader before it is stored
-# Seconds a fetch that filled its window holds its open-ended stream for the next window's fetch.
-# That fetch starts when the reader reaches the window (read_ahead pages before its end), so a
-# reader slower than the UFS parks the stream (TCP holds the UFS back) rather than losing it.
-PARK_WAIT = 5.0
 
 
-class _Flight:
-    """One page being fetched. `ready` fires when its bytes (or the error) are known, `settled`
-    once it is on disk or known not to be stored; it leaves the flight table only then, so no
-    reader can miss both the table and the disk and fetch the page a second time."""
-
-    __slots__ = ("data", "error", "joined", "ready", "settled")
-
-    def __init__(self) -> None:
-        self.data: bytes | None = None
-        self.error: BaseException | None = None
-        self.ready = asyncio.Event()
-        self.settled = asyncio.Event()
-        # Set for a page that came with the metadata (read_head): fires when a reader takes it.
-        self.joined: asyncio.Event | None = None
-
-    async def wait(self) -> bytes:
-        await self.ready.wait()
-        if self.error is not None:
-            raise self.error
-        assert self.data is not None
-        return self.data
-
-
-class _Tail:
-    """The rest of a UFS stream, handed from a fetch to the next: bytes received past the last
-    page of the first fetch (`parts`, `have` of them) and the stream itself."""
-
-    __slots__ = ("body", "have", "parts")
-
-    def __init__(self, body: AsyncIterator[bytes], parts: list[bytes | memoryview], have: int) -> None:
-        self.body = body
-        self.parts = parts
-        self.have = have
-
-
-class _Link:
-    """A fetch's open-ended stream, offered to the fetch that continues it (ObjectCache._links):
-    `waiter` is set by that successor when it starts, and gets the tail (or None if the stream
-    failed); `last` is the last page the stream covers. `called` wakes a fetch parked with its
-    stream after its run, when a successor comes or its read ends."""
-
-    __slots__ = ("called", "last", "owner", "waiter")
-
-    def __init__(self, last: int, owner: _Object) -> None:
-        self.last = last
-        self.owner = owner  # the read whose fetch opened or continued the stream
-        self.waiter: asyncio.Future[_Tail | None] | None = None
-        self.called = asyncio.Event()
-
-
-class _Object:
-    """One version of one object being read: page geometry and how its pages are stored."""
-
-    __slots__ = (
-        "chained",
-        "generation",
-        "info",
-        "last",
-        "meta",
-        "mount",
-        "nspath",
-        "page_size",
-        "path",
-        "rule",
-        "src",
-        "version",
-    )
-
-    def __init__(self, src: Source, info: ObjectInfo, rule: Rule, page_size: int, generation: int) -> None:
-        self.generation = generation  # ObjectCache._generation when the read began
-        self.src = src
-        self.info = info
-        self.rule = rule
-        self.mount = src.mount_id
-        self.path = info.path
-        self.version = info.etag
-        self.page_size = page_size
-        self.nspath = src.namespace_of(info.path)
-        self.last = (info.size - 1) // page_size  # -1 for an empty object
-        self.meta: PageMeta | None = None
-        self.chained = False  # an open-ended stream was opened for this read
-
-    def key(self, index: int) -> PageKey:
-        return PageKey(self.mount, self.path, self.version, index)
-
-    def length(self, index: int) -> int:
-        return min(self.page_size, self.info.size - index * self.page_size)
-
-
-class ObjectCache:
+class ObjectCache(Filler):
     def __init__(
         self,
         store: PageStore,
@@ -177,9 +74,9 @@ class ObjectCache:
         self._page_size = settings.page_size
         self._read_ahead = settings.read_ahead
         self._max_merge = settings.max_merge
-        self._flights: dict[PageKey, _Flight] = {}
+        self._flights: dict[PageKey, Flight] = {}
         # Open-ended streams of fetches still filling, by the page each will be at when done.
-        self._links: dict[PageKey, _Link] = {}
+        self._links: dict[PageKey, Link] = {}
         self._settled = 0  # flights that left the table after their write (see _plan)
         self._stat_flights: dict[tuple[str, str], asyncio.Task[ObjectInfo]] = {}
         self._write_slots = asyncio.Semaphore(settings.writers)
@@ -323,22 +220,22 @@ class ObjectCache:
             and info.size
             and len(first) == min(self._page_size, info.size)
         ):
-            self._prefill(_Object(src, info, head_rule, self._page_size, generation), first)
+            self._prefill(ObjectVersion(src, info, head_rule, self._page_size, generation), first)
         return info
 
-    def _prefill(self, obj: _Object, data: bytes) -> None:
+    def _prefill(self, obj: ObjectVersion, data: bytes) -> None:
         """Page 0 came with the metadata: a finished flight that readers join, stored like a fill."""
         key = obj.key(0)
         if key in self._flights:
             return
-        flight = _Flight()
+        flight = Flight()
         flight.data = data
         flight.joined = asyncio.Event()
         flight.ready.set()
         self._flights[key] = flight
         self._spawn(self._store_prefilled(obj, flight))
 
-    async def _store_prefilled(self, obj: _Object, flight: _Flight) -> None:
+    async def _store_prefilled(self, obj: ObjectVersion, flight: Flight) -> None:
         """Store page 0 once its reader has it (so that read counts it as a miss), or after a
         moment if no reader comes (a HEAD-like GET that failed its preconditions, say)."""
         assert flight.joined is not None
@@ -443,11 +340,11 @@ class ObjectCache:
                 self.bytes_from_ufs += len(chunk)
                 yield chunk
             return
-        obj = _Object(src, info, rule, self._page_size, self._generation)
+        obj = ObjectVersion(src, info, rule, self._page_size, self._generation)
         ps = self._page_size
         first, last = start // ps, (end - 1) // ps
         sequential = self._note_position(obj, start, end)
-        ahead: dict[int, _Flight] = {}  # pages this read waits for, claimed by it or by others
+        ahead: dict[int, Flight] = {}  # pages this read waits for, claimed by it or by others
         stats.in_flight = ahead.keys()
         planned = first  # pages below this were planned: claimed, awaited or found on disk
         soon: asyncio.Future[bytes | None] | None = None  # the next page's disk read, started early
@@ -507,7 +404,7 @@ class ObjectCache:
         if sequential and self._read_ahead and last < obj.last:
             self._spawn(self._plan(obj, last + 1, min(obj.last, last + self._read_ahead), {}))
 
-    def _note_position(self, obj: _Object, start: int, end: int) -> bool:
+    def _note_position(self, obj: ObjectVersion, start: int, end: int) -> bool:
         """Record where this read ends; True if it starts where the last read of the object ended."""
         key = (obj.mount, obj.path, obj.version)
         sequential = self._positions.get(key) == start
@@ -538,232 +435,6 @@ class ObjectCache:
             self.metadata.invalidate(src.mount_id, info.path)
         self._spawn(self.store.drop_object(src.mount_id, info.path, EvictionReason.STALE, version=info.etag))
 
-    async def _plan(
-        self, obj: _Object, lo: int, last: int, ahead: dict[int, _Flight], *, must: int | None = None
-    ) -> int:
-        """Make sure pages [lo, lo + max_merge) (up to `last`) are on disk or in flight: join the
-        flights of others, claim the missing pages and start one fetch per run of adjacent claimed
-        pages. Flights go into `ahead`. Page `must` is fetched even if a file for it exists (for a
-        reader that keeps missing a file that keeps existing). Returns the first page not planned."""
-        hi = min(last, lo + self._max_merge - 1)
-        unknown = [i for i in range(lo, hi + 1) if i not in ahead and not self._join(obj, i, ahead)]
-        if not unknown:
-            return hi + 1
-        settled = self._settled
-        present = await self.store.probe([obj.key(i) for i in unknown])
-        if settled != self._settled:
-            # A fill that settled while we probed may have written a page after the probe looked
-            # and left the flight table before we look there. A fill renames its file into place
-            # before it settles, so one look now, with no await before the claims below, is final.
-            present = [
-                p or (i != must and self.store.has(obj.key(i))) for i, p in zip(unknown, present, strict=True)
-            ]
-        run: list[tuple[int, _Flight]] = []
-        for i, on_disk in zip(unknown, present, strict=True):
-            # Re-check after the await: another read may have claimed the page meanwhile.
-            if (on_disk and i != must) or self._join(obj, i, ahead):
-                self._start_fetch(obj, run, last)
-                run = []
-                continue
-            flight = _Flight()
-            self._flights[obj.key(i)] = flight
-            ahead[i] = flight
-            if run and run[-1][0] != i - 1:
-                self._start_fetch(obj, run, last)
-                run = []
-            run.append((i, flight))
-        self._start_fetch(obj, run, last, ends_window=bool(run) and run[-1][0] == hi)
-        return hi + 1
-
-    def _join(self, obj: _Object, index: int, ahead: dict[int, _Flight]) -> bool:
-        flight = self._flights.get(obj.key(index))
-        if flight is None:
-            return False
-        ahead[index] = flight
-        return True
-
-    def _start_fetch(
-        self, obj: _Object, run: list[tuple[int, _Flight]], last: int, *, ends_window: bool = False
-    ) -> None:
-        """Start the fetch of `run` (adjacent claimed pages of a read ending at page `last`).
-
-        If a fetch still filling has a stream that will be at `run`'s first page when it is done
-        (a link), the new fetch takes that stream over (a chain), whichever read started it. A run
-        that ends its window, with more of the stream's read after it, is fetched with an
-        open-ended stream (up to that read's end) for the next window to take over: only by the
-        read's first fetch and by fetches in a chain, so a reader slower than its fills does not
-        open stream after stream only to close each early. With read_ahead 0 the next window is
-        planned only once this one is consumed (its fetch has ended): no chain could form."""
-        if not run:
-            return
-        first, end_page = run[0][0], run[-1][0]
-        chain_in: asyncio.Future[_Tail | None] | None = None
-        link = self._links.get(obj.key(first))
-        if link is not None and link.waiter is None and end_page <= link.last:
-            del self._links[obj.key(first)]
-            chain_in = link.waiter = asyncio.get_running_loop().create_future()
-            link.called.set()
-            last = link.last  # the stream ends where the read that opened it ends
-        chain_out: _Link | None = None
-        if ends_window and end_page < last and self._read_ahead and (chain_in is not None or not obj.chained):
-            chain_out = self._links[obj.key(end_page + 1)] = _Link(last, obj)
-            obj.chained = True
-        chained = chain_in is not None or chain_out is not None
-        stream_end = min((last + 1) * self._page_size, obj.info.size) if chained else None
-        self._spawn(self._fetch(obj, run, chain_in, chain_out, stream_end))
-
-    async def _fetch(
-        self,
-        obj: _Object,
-        run: list[tuple[int, _Flight]],
-        chain_in: asyncio.Future[_Tail | None] | None = None,
-        chain_out: _Link | None = None,
-        stream_end: int | None = None,
-    ) -> None:
-        """Fill the flights of `run` (adjacent pages) from one ranged UFS read and store them:
-        a stream of its own, or the tail of the previous fetch's (`chain_in`); `stream_end` is
-        where that stream ends (None: at `run`'s end). With `chain_out` what is left of it after
-        `run` goes to the fetch that waits on `chain_out`, if any."""
-        first, last = run[0][0], run[-1][0]
-        ps = self._page_size
-        start, end = first * ps, min((last + 1) * ps, obj.info.size)
-        body: AsyncIterator[bytes] | None = None
-        pos = 0  # index into run of the next page to fill
-        try:
-            tail = await chain_in if chain_in is not None else None
-            if tail is not None:
-                body, parts, have = tail.body, tail.parts, tail.have
-            else:
-                opts = ReadOptions(start, stream_end or end, if_match=obj.version)
-                body, parts, have = obj.src.adapter.read(obj.path, opts), [], 0
-            while pos < len(run):
-                while pos < len(run) and have >= (n := obj.length(run[pos][0])):
-                    data = _take(parts, n)
-                    have -= n
-                    index, flight = run[pos]
-                    flight.data = data
-                    flight.ready.set()
-                    pos += 1
-                    # Waits for a write slot: a fill never runs further ahead of the disk.
-                    await self._store_page(obj, index, flight)
-                if pos < len(run):
-                    chunk = await anext(body, None)
-                    if chunk is None:
-                        raise Unavailable(obj.path, f"short read: bytes {start}-{end} ended early")
-                    parts.append(chunk)
-                    have += len(chunk)
-            if chain_out is not None:
-                if chain_out.waiter is None:
-                    # Parked: the stream waits (unread) for the next window's fetch.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(PARK_WAIT):
-                            await chain_out.called.wait()
-                self._unlink(obj, run, chain_out)  # too late to join now: later fetches open their own
-                if chain_out.waiter is not None and not chain_out.waiter.done():  # not cancelled
-                    chain_out.waiter.set_result(_Tail(body, parts, have))
-                    body = None  # the next fetch's now
-            if body is not None and (stream_end or end) == end and await anext(body, None) is None:
-                # Read to its end, the stream counts as a complete read (the adapter's metrics)
-                # and its connection can be reused; one closed before its end cannot.
-                body = None
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else Unavailable(obj.path, "fetch cancelled")
-            for index, flight in run[pos:]:
-                flight.error = error
-                flight.ready.set()
-                flight.settled.set()
-                self._release(obj.key(index), flight)
-            if isinstance(exc, PreconditionFailed):
-                self._changed(obj.src, obj.info)
-            if not isinstance(exc, Exception):
-                raise
-            if not isinstance(exc, UfsError):
-                log.exception("cache fill of %s bytes %d-%d failed", obj.path, start, end)
-        finally:
-            if chain_out is not None:
-                self._unlink(obj, run, chain_out)
-                if chain_out.waiter is not None and not chain_out.waiter.done():
-                    chain_out.waiter.set_result(None)  # failed: the next fetch opens its own stream
-            if body is not None:
-                aclose = getattr(body, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-
-    def _call_off(self, obj: _Object) -> None:
-        """The read of `obj` is over: fetches parked with its streams close them now."""
-        for link in self._links.values():
-            if link.owner is obj:
-                link.called.set()
-
-    def _unlink(self, obj: _Object, run: list[tuple[int, _Flight]], link: _Link) -> None:
-        key = obj.key(run[-1][0] + 1)
-        if self._links.get(key) is link:
-            del self._links[key]
-
-    async def _store_page(self, obj: _Object, index: int, flight: _Flight) -> None:
-        assert flight.data is not None
-        if self._invalidated_since(obj.mount, obj.path, obj.generation):
-            # Written or deleted through Hoard since this fill began: its bytes may still answer
-            # the reads that asked for this version, but must not be kept (nor its metadata row).
-            flight.settled.set()
-            self._release(obj.key(index), flight)
-            return
-        if obj.meta is None:
-            entry = self.metadata.get_stat(obj.mount, obj.path)
-            known = entry is not None and entry.info is not None and entry.info.etag == obj.version
-            rule = obj.rule
-            obj.meta = PageMeta(
-                nspath=obj.nspath,
-                priority=int(rule.priority),
-                ttl=rule.ttl,
-                quota_owner=rule.prefix if rule.quota is not None else None,
-                quota=rule.quota,
-                info=obj.info,
-                checked_at=entry.checked_at if known and entry is not None else self.clock(),
-                max_age=None if rule.filter == "immutable" else self._max_age(rule),
-            )
-        key = obj.key(index)
-        if not self.settings.fill_waits and self._write_slots.locked():
-            self.store.not_stored += 1
-            flight.settled.set()
-            self._release(key, flight)
-            return
-        await self._write_slots.acquire()
-        fut = self.store.write_soon(key, flight.data, obj.meta)
-        self._tasks.add(fut)
-
-        def done(f: asyncio.Future[bool]) -> None:
-            self._tasks.discard(f)
-            self._write_slots.release()
-            if not f.cancelled() and (exc := f.exception()) is not None:
-                log.warning("cache could not store page %d of %s: %r", index, obj.path, exc)
-            flight.settled.set()
-            self._release(key, flight)
-            self._settled += 1
-            if self._invalidated_since(obj.mount, obj.path, obj.generation):
-                # The write finished after an invalidation of its path: take it back (every such
-                # write does, as each may land after the previous drop).
-                self._spawn(
-                    self.store.drop_object(obj.mount, obj.path, EvictionReason.STALE, version=obj.version)
-                )
-
-        fut.add_done_callback(done)
-
-    def _release(self, key: PageKey, flight: _Flight) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Future[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and (exc := t.exception()) is not None:
-                log.warning("cache background task failed: %r", exc)
-
-        task.add_done_callback(done)
-
     async def preload(
         self, src: Source, info: ObjectInfo, progress: Callable[[int, int], None] | None = None
     ) -> tuple[int, int]:
@@ -775,12 +446,12 @@ class ObjectCache:
         rule = self.policy.match(src.namespace_of(info.path))
         if not rule.stores or info.size == 0:
             return 0, 0
-        obj = _Object(src, info, rule, self._page_size, self._generation)
+        obj = ObjectVersion(src, info, rule, self._page_size, self._generation)
         fetched = skipped = 0
-        window: dict[int, _Flight] | None = None
+        window: dict[int, Flight] | None = None
         lo = 0
         while True:
-            nxt: dict[int, _Flight] | None = None
+            nxt: dict[int, Flight] | None = None
             if lo <= obj.last:
                 nxt = {}
                 planned = await self._plan(obj, lo, obj.last, nxt)
@@ -799,7 +470,7 @@ class ObjectCache:
             window = nxt
         return fetched, skipped
 
-    async def _settle(self, obj: _Object, window: dict[int, _Flight]) -> int:
+    async def _settle(self, obj: ObjectVersion, window: dict[int, Flight]) -> int:
         for flight in window.values():
             await flight.wait()
             await flight.settled.wait()
@@ -923,26 +594,3 @@ class ObjectCache:
         for stat_task in list(self._stat_flights.values()):
             stat_task.cancel()
         await self.store.aclose()
-
-
-def _take(parts: list[bytes | memoryview], n: int) -> bytes:
-    """The first `n` bytes of `parts` (which hold at least that many), taken off its front.
-    A part that is exactly the page is the page (no copy); otherwise one join copies the bytes."""
-    first = parts[0]
-    if len(first) == n and isinstance(first, bytes):
-        del parts[0]
-        return first
-    taken: list[bytes | memoryview] = []
-    got = 0
-    while got < n:
-        part = parts[0]
-        if got + len(part) <= n:
-            taken.append(part)
-            got += len(part)
-            del parts[0]
-        else:
-            view = memoryview(part)
-            taken.append(view[: n - got])
-            parts[0] = view[n - got :]  # the rest stays a view: a large chunk is never re-copied
-            got = n
-    return b"".join(taken)

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from cache import reader
+from cache import fill
+from cache.fill import take
 from cache.keys import PageKey, Source
 from cache.policy import Priority, Rule
-from cache.reader import _take
 from cache.stats import EvictionReason, ReadStats
 from tests.cache.helpers import PAGE, CountingAdapter, Env, payload, read_all
 from ufs_adapters.base import NotFound, ObjectInfo, PreconditionFailed, UfsAdapter
@@ -330,7 +330,7 @@ async def test_a_paused_reader_goes_on_with_its_parked_stream(env: Env) -> None:
 async def test_a_stream_parked_too_long_is_closed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """After PARK_WAIT the stream is closed, and the reader's later windows are bounded reads, not
     streams opened to the end only to be parked and closed again."""
-    monkeypatch.setattr(reader, "PARK_WAIT", 0.05)
+    monkeypatch.setattr(fill, "PARK_WAIT", 0.05)
     data = env.put("slow", payload(40 * PAGE))
     cache = await env.cache(read_ahead=8, max_merge=8)
     info = await cache.stat(env.src, "slow")
@@ -360,7 +360,7 @@ async def test_a_chain_cut_by_the_client_closes_its_stream_at_once(env: Env) -> 
         if len(got) >= 12 * PAGE:
             break
     await gen.aclose()
-    async with asyncio.timeout(reader.PARK_WAIT / 2):  # not left parked until PARK_WAIT
+    async with asyncio.timeout(fill.PARK_WAIT / 2):  # not left parked until PARK_WAIT
         await cache.drain()
     assert env.ufs.open_reads == 0 and bytes(got) == data[: len(got)]
     assert len(env.ufs.reads) == 1
@@ -578,7 +578,7 @@ def test_take_cuts_pages_out_of_any_chunking(seed: int) -> None:
         pos += n
     pages = []
     for lo in range(0, len(body), PAGE):
-        page = _take(parts, min(PAGE, len(body) - lo))
+        page = take(parts, min(PAGE, len(body) - lo))
         assert isinstance(page, bytes)
         pages.append(page)
     assert b"".join(pages) == body and sum(len(p) for p in parts) == 0
