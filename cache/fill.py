@@ -23,7 +23,14 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from ufs_adapters.base import ObjectInfo, PreconditionFailed, ReadOptions, UfsError, Unavailable
+from ufs_adapters.base import (
+    ObjectInfo,
+    PreconditionFailed,
+    ReadOptions,
+    UfsError,
+    Unavailable,
+    aclose_stream,
+)
 
 from .keys import PageKey, Source
 from .metadata import MetadataCache
@@ -306,9 +313,7 @@ class Filler(abc.ABC):
                 if chain_out.waiter is not None and not chain_out.waiter.done():
                     chain_out.waiter.set_result(None)  # failed: the next fetch opens its own stream
             if body is not None:
-                aclose = getattr(body, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await aclose_stream(body)
 
     def _call_off(self, obj: ObjectVersion) -> None:
         """The read of `obj` is over: fetches parked with its streams close them now."""

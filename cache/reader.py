@@ -25,6 +25,7 @@ from ufs_adapters.base import (
     PreconditionFailed,
     ReadOptions,
     UfsError,
+    aclose_stream,
 )
 
 from .fill import Filler, Flight, Link, ObjectVersion
@@ -47,9 +48,7 @@ async def _closing(body: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[by
     try:
         yield body
     finally:
-        aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_stream(body)
 
 
 PREFILL_WAIT = 1.0  # seconds a page 0 from read_head waits for its reader before it is stored

@@ -68,9 +68,9 @@ DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writer
 COMMIT_BATCH = 64  # page rows per group-commit transaction
 # Page files sit one directory level down, pages/ab/<name> (256 directories: a million pages are
 # 4,096 files per directory, which ext4 and XFS index). Until this layout there were two levels,
-# pages/ab/cd/<name>: up to 65,536 directories, whose creation (one inode each, placed by ext4's
-# Orlov allocator) took 17% of a fresh cache's CPU during a cold read of 64 MiB objects, more than
-# its page writes (perf, bench/README.md). `_migrate_layout_sync` moves the pages of such a cache.
+# pages/ab/cd/<name>: up to 65,536 directories, one made (an inode allocated) for nearly every page
+# a fresh cache stored: mkdir was 4.2% of its CPU in a cold read of 64 MiB objects, 1.8% with one
+# level (`--perf-cold`, bench/README.md). `_migrate_layout_sync` moves the pages of such a cache.
 LAYOUT = "1"
 
 

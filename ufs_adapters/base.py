@@ -256,6 +256,13 @@ class UfsAdapter(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def aclose_stream(stream: AsyncIterator[bytes]) -> None:
+    """Close a `read` stream (an async generator) that its reader leaves before the end."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def read_head_in_two(adapter: UfsAdapter, path: str, length: int) -> tuple[ObjectInfo, bytes]:
     """`read_head` as a stat and a read pinned to the stat's ETag (never two versions mixed)."""
     info = await adapter.stat(path)

@@ -59,6 +59,7 @@ from .base import (
     Unavailable,
     UploadsPage,
     WriteMeta,
+    aclose_stream,
 )
 
 T = TypeVar("T")
@@ -197,12 +198,6 @@ class _Timeout(Exception):
 def _is_failure(exc: BaseException) -> bool:
     """Whether an error says the UFS is down (as opposed to: it answered, or we were cancelled)."""
     return isinstance(exc, Unavailable) and not exc.throttled
-
-
-async def _aclose(stream: AsyncIterator[bytes]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 class Resilient:
@@ -372,7 +367,7 @@ class Resilient:
                     self._settle(probe, exc)
                 raise
             finally:
-                await _aclose(stream)
+                await aclose_stream(stream)
 
     # --- idempotent calls -----------------------------------------------------------------------
 

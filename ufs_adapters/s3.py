@@ -593,14 +593,9 @@ class S3Adapter:
         self, path: str, parked: _Parked, start: int, end: int | None
     ) -> AsyncIterator[bytes]:
         """Bytes [start, end) from a parked read_head response that is at `start`."""
-        stop = parked.end if end is None else min(end, parked.end)
         try:
-            while start < stop:
-                with _translated(path):  # a connection lost mid-body is Unavailable too
-                    chunk = await parked.stream.read(min(CHUNK_SIZE, stop - start))
-                if not chunk:
-                    return
-                start += len(chunk)
+            stop = parked.end if end is None else min(end, parked.end)
+            async for chunk in _chunks(path, parked.stream, stop - start):
                 yield chunk
         finally:
             await parked.close()
@@ -631,11 +626,7 @@ class S3Adapter:
         except RangeNotSatisfiable:
             return  # start at or past the end: no bytes, as the local adapter does
         async with body as stream:
-            while True:
-                with _translated(path):  # a connection lost mid-body is Unavailable too
-                    chunk = await stream.read(CHUNK_SIZE)
-                if not chunk:
-                    return
+            async for chunk in _chunks(path, stream):
                 yield chunk
 
     async def _get(
@@ -1018,6 +1009,19 @@ def _float_option(opts: Mapping[str, str], name: str, default: float) -> float:
 
 class _Readable(Protocol):
     async def read(self, n: int = -1, /) -> bytes: ...
+
+
+async def _chunks(path: str, stream: _Readable, size: int | None = None) -> AsyncIterator[bytes]:
+    """A response body in chunks of at most CHUNK_SIZE: `size` bytes of it (None: to its end)."""
+    left = size
+    while left is None or left > 0:
+        with _translated(path):  # a connection lost mid-body is Unavailable too
+            chunk = await stream.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
 
 
 HEAD_PARK = 5.0  # seconds the rest of a read_head response waits for the read that continues it

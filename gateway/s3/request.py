@@ -93,6 +93,20 @@ def parse_range(header: str | None, size: int, resource: str) -> ByteRange | Non
     return ByteRange(start, end)
 
 
+def range_from_zero(header: str | None) -> tuple[bool, int | None]:
+    """Before the object's size is known: whether a GET with this Range header reads from byte 0
+    (no header, one parse_range ignores, or `bytes=0-...`), and the end it names, if any."""
+    m = _RANGE_RE.match(header.strip()) if header is not None else None
+    if m is None or not (m.group(1) or m.group(2)):
+        return True, None  # the whole object
+    first, last = m.group(1), m.group(2)
+    if not first:
+        return False, None  # a suffix range: the last N bytes
+    if last and int(last) < int(first):
+        return True, None  # invalid: ignored, the whole object
+    return int(first) == 0, int(last) + 1 if last else None
+
+
 def _unsatisfiable(size: int, resource: str) -> S3Error:
     return S3Error(
         errors.INVALID_RANGE,

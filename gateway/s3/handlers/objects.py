@@ -10,7 +10,7 @@ from gateway.s3 import errors, xml
 from gateway.s3.context import MAX_PUT_SIZE, S3Request
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers.common import bucket_target, missing, object_headers, object_target, write_meta
-from gateway.s3.request import Preconditions, parse_copy_source, parse_range
+from gateway.s3.request import Preconditions, parse_copy_source, parse_range, range_from_zero
 from gateway.s3.responses import Headers, S3Response, empty, xml_response
 from gateway.services import Services
 from ufs_adapters.base import NotFound, ObjectInfo, PreconditionFailed, ReadOptions, UfsError, WriteMeta
@@ -60,10 +60,10 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     revalidate, no_store = cache_control(req.headers)
     # A GET that will start in page 0 may take page 0 with the metadata (one UFS request, not two).
-    range_header = req.headers.get("range")
-    prefetch = req.method == "GET" and not no_store and _starts_at_zero(range_header)
+    from_zero, range_end = range_from_zero(req.headers.get("range"))
+    prefetch = req.method == "GET" and not no_store and from_zero
     info = await stat_object(
-        req, svc, mount, path, revalidate=revalidate, prefetch=prefetch, prefetch_end=_end_of(range_header)
+        req, svc, mount, path, revalidate=revalidate, prefetch=prefetch, prefetch_end=range_end
     )
     status, headers, start, end = _object_headers(req, info)
     if req.method == "HEAD" or end <= start:
@@ -95,20 +95,6 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
         outcome = _combine(stats.bytes_from_ufs == 0, cached, total)
     headers.append((b"x-cache", outcome))
     return S3Response(status, headers, body, length=end - start, first=first)
-
-
-def _starts_at_zero(header: str | None) -> bool:
-    if header is None:
-        return True
-    first = header.strip().removeprefix("bytes=").split("-", 1)[0].strip()
-    return first == "0"
-
-
-def _end_of(header: str | None) -> int | None:
-    """The end (exclusive) a `bytes=A-B` Range names; None for none, `bytes=A-`, or a malformed
-    one (which _object_headers answers)."""
-    last = (header or "").strip().removeprefix("bytes=").partition("-")[2].strip()
-    return int(last) + 1 if last.isdigit() else None
 
 
 def _outcome(cached: int, total: int) -> bytes:

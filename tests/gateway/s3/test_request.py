@@ -5,7 +5,14 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.s3.errors import S3Error
-from gateway.s3.request import ByteRange, Preconditions, parse_copy_source, parse_range, valid_bucket_name
+from gateway.s3.request import (
+    ByteRange,
+    Preconditions,
+    parse_copy_source,
+    parse_range,
+    range_from_zero,
+    valid_bucket_name,
+)
 
 R = "/b/k"
 
@@ -33,6 +40,26 @@ def test_unsatisfiable_ranges_are_416(header: str, size: int) -> None:
     with pytest.raises(S3Error) as info:
         parse_range(header, size, R)
     assert info.value.status == 416 and info.value.headers["Content-Range"] == f"bytes */{size}"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, (True, None)),
+        ("bytes=0-", (True, None)),
+        ("bytes=0-1023", (True, 1024)),
+        ("bytes=10-20", (False, 21)),
+        ("bytes=-10", (False, None)),  # the last 10 bytes: where they start is not known yet
+        ("bytes=9-0", (True, None)),  # ignored by parse_range: the whole object
+        ("items=0-1", (True, None)),
+    ],
+)
+def test_range_from_zero_agrees_with_parse_range(
+    header: str | None, expected: tuple[bool, int | None]
+) -> None:
+    assert range_from_zero(header) == expected
+    whole = parse_range(header, 10_000, R)
+    assert expected[0] == (whole is None or whole.start == 0)
 
 
 T = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
