@@ -210,11 +210,19 @@ def test_connections_reset_mid_body(moto: Moto, h: Hoard, proxy: FaultProxy) -> 
         gets = proxy.exchanges("GET")
         assert [(e.fault or "").split(" ")[0] for e in gets] == ["reset", "reset", ""], gets
         # Each resume went on from where the read broke (at most what the proxy forwarded: a reset
-        # drops what the kernel still held), pinned to the version the read began with.
+        # drops what the kernel still held), pinned to the version the read began with. (A reset
+        # that reaches fill/'s first GET before it has delivered page 0 drops that page with the
+        # rest of the kernel's buffer: the metadata GET is then retried whole, as a stat would be.)
+        resumed = 0
         for before, after in zip(gets, gets[1:], strict=False):
+            if key.startswith("fill/") and after.headers.get("range") == "bytes=0-":
+                assert before.headers.get("range") == "bytes=0-" and not after.headers.get("if-match"), gets
+                continue
             reached = (before.range_start or 0) + before.body_bytes
             assert (before.range_start or 0) < (after.range_start or 0) <= reached, gets
             assert after.headers.get("if-match"), gets
+            resumed += 1
+        assert resumed == 2 or key.startswith("fill/"), gets
     # The cached copy, stored from the broken and resumed fetches, is the right one too.
     proxy.reset_counters()
     assert sha(get(s3, "fill/reset")[0]) == sha(data["fill/reset"])
