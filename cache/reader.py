@@ -108,6 +108,7 @@ class ObjectCache(Filler):
             reserved=settings.reserved,
             cull_limit=settings.cull_limit,
             fsync=settings.fsync,
+            direct_io=settings.direct_io,
             threads=settings.threads,
             clock=clock,
         )

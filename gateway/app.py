@@ -71,6 +71,7 @@ def cache_settings(c: CacheConfig) -> CacheSettings:
         rules=rules,
         read_ahead=c.read_ahead,
         fsync=c.fsync,
+        direct_io=c.direct_io,
     )
 
 

@@ -249,6 +249,7 @@ class CacheConfig:
     read_ahead: int = 16  # pages (cache.settings.CacheSettings.read_ahead)
     rules: tuple[CacheRule, ...] = ()
     fsync: bool = False  # fsync each page file (checksums already catch pages a power cut tore)
+    direct_io: bool = True  # write pages with O_DIRECT (cache.settings.CacheSettings.direct_io)
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,6 +648,7 @@ def _build_cache(r: _Reader) -> CacheConfig:
         read_ahead=r.get("read_ahead", _int(0), _CACHE.read_ahead),
         rules=tuple(_build_rule(rule) for rule in r.items("rules")),
         fsync=r.get("fsync", _bool, _CACHE.fsync),
+        direct_io=r.get("direct_io", _bool, _CACHE.direct_io),
     )
     if cache.page_size > cache.size:
         raise r.error(r.sub("page_size"), f"{cache.page_size} is larger than cache.size ({cache.size} bytes)")

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import multiprocessing
 import os
 import sqlite3
@@ -210,6 +212,74 @@ async def test_files_and_rows_survive_reopen(tmp_path: Path, fsync: bool) -> Non
     assert await store.cached_indexes("m", "a", "e1") == {3}
     row = await store.get_object("m", "/m/a")  # meta() names the object by its nspath
     assert row is not None and row[0].etag == "e1"
+    await store.aclose()
+
+
+@pytest.mark.parametrize("n", [1, INLINE_MAX + 1, 2 * INLINE_MAX - HEADER.size, 300_001])
+async def test_direct_io_writes_exact_files_around_the_page_cache(tmp_path: Path, n: int) -> None:
+    """O_DIRECT pages (those over INLINE_MAX): files of exactly header + data (the last partial
+    block written buffered), read back verified, across a reopen; and none of a large page's
+    whole blocks went into the page cache. Small pages are written buffered."""
+    path = str(tmp_path / "c")
+    store = await PageStore.open(path, capacity=1 << 24, page_size=max(n, 1), fsync=False, direct_io=True)
+    data = os.urandom(n)
+    assert await store.write(key("a"), data, meta()) is True
+    assert await store.write(key("b"), data[::-1], meta()) is True  # the thread's buffer, reused
+    assert store.direct_io  # ext4 here takes O_DIRECT; had it refused, the flag would be off
+    file = store.file_of(key("a").name)
+    assert os.path.getsize(file) == HEADER.size + n
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        if n > INLINE_MAX:
+            with pytest.raises(BlockingIOError):  # not cached: reading it would have to wait
+                os.preadv(fd, [bytearray(4096)], 0, os.RWF_NOWAIT)
+        else:
+            assert os.preadv(fd, [bytearray(HEADER.size)], 0, os.RWF_NOWAIT) == HEADER.size
+    finally:
+        os.close(fd)
+    assert await store.read(key("a"), n) == data
+    assert await store.read(key("b"), n) == data[::-1]
+    await store.aclose()
+    store = await PageStore.open(path, capacity=1 << 24, page_size=max(n, 1), fsync=False, direct_io=True)
+    assert await store.read(key("a"), n) == data
+    await store.aclose()
+
+
+@pytest.mark.parametrize("refused_at", ["open", "write"])
+async def test_direct_io_falls_back_to_buffered_writes_where_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_at: str
+) -> None:
+    """A file system that refuses O_DIRECT (EINVAL at open, as tmpfs did before Linux 6.6, or at the
+    write) gets buffered writes: that page and every later one are stored all the same."""
+    real_open, real_write = os.open, os.write
+    direct_fds: set[int] = set()
+
+    def fake_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_DIRECT and refused_at == "open":
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fd = real_open(path, flags, mode)
+        if flags & os.O_DIRECT:
+            direct_fds.add(fd)
+        return fd
+
+    def fake_write(fd: int, data: Any) -> int:
+        if fd in direct_fds and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr("cache.store.os.open", fake_open)
+    monkeypatch.setattr("cache.store.os.write", fake_write)
+    n = 2 * INLINE_MAX
+    store = await PageStore.open(
+        str(tmp_path / "c"), capacity=1 << 24, page_size=n, fsync=False, direct_io=True
+    )
+    data = os.urandom(n)
+    assert await store.write(key("a"), data, meta()) is True
+    assert not store.direct_io
+    assert await store.write(key("b"), data, meta()) is True
+    assert os.path.getsize(store.file_of(key("a").name)) == HEADER.size + n
+    assert await store.read(key("a"), n) == data
+    assert await store.read(key("b"), n) == data
     await store.aclose()
 
 

@@ -151,6 +151,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert (c.cache.size, c.cache.reserved, c.cache.page_size) == (10 * GiB, GiB, MiB)
     assert c.cache.metadata_ttl == 60.0
     assert c.cache.read_ahead == 16
+    assert (c.cache.fsync, c.cache.direct_io) == (False, True)
     assert c.cache.rules == ()
     assert c.mounts == (MountConfig("/", f"file://{tmp_path}/hoard-data"),)
     assert c.metastore.dir == tmp_path / "hoard-meta"
@@ -176,6 +177,7 @@ cache:
   page_size: 1MiB
   metadata_ttl: 1m
   read_ahead: 8
+  direct_io: false
   rules:                 # first match wins; every field optional
     - {path: /s3/imagenet/, filter: immutable, priority: high, ttl: 7d, quota: 500GiB}
     - {path: /s3/scratch/, filter: skipCache}
@@ -206,7 +208,7 @@ def test_design_example(design_file: Path, tmp_path: Path) -> None:
     assert c.server.tls == TlsConfig(tmp_path / "c.pem", tmp_path / "k.pem")
     assert c.auth.users == (User("hoard", "change-me", True), User("reader", "r", False))
     assert c.auth.find("reader") == User("reader", "r", False) and c.auth.find("nobody") is None
-    assert c.cache.read_ahead == 8
+    assert (c.cache.read_ahead, c.cache.direct_io) == (8, False)
     assert c.cache.rules == (
         CacheRule("/s3/imagenet/", "immutable", None, "high", 7 * 86400.0, 500 * GiB),
         CacheRule("/s3/scratch/", "skipCache"),
