@@ -22,6 +22,7 @@ from cache.settings import CacheSettings
 from gateway import admin
 from gateway.config import CacheConfig, Config, from_env
 from gateway.jobstate import SharedJobs
+from gateway.memory import keep_freed_memory
 from gateway.metrics import Metrics
 from gateway.namespace import MountTable
 from gateway.s3 import errors
@@ -98,6 +99,7 @@ class HoardApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        keep_freed_memory()  # each worker process: page buffers are reused, not faulted in anew
         async with contextlib.AsyncExitStack() as stack:
             ufs = UfsStack(self.config.ufs)
             mounts = await MountTable.open(
