@@ -134,8 +134,7 @@ class ObjectCache(Filler):
         path: str,
         *,
         revalidate: bool = False,
-        prefetch: bool = False,
-        prefetch_end: int | None = None,
+        prefetch: tuple[int, int | None] | None = None,
     ) -> ObjectInfo:
         """The object's metadata, from memory, from the page index (after a restart) or the UFS.
 
@@ -143,11 +142,12 @@ class ObjectCache(Filler):
         object is known, `maxAge` asks after `max_age`, `skipCache` always asks; `revalidate`
         (Cache-Control: no-cache) always asks. NotFound answers are cached for the max age too.
         When the UFS shows a new version, or no object, pages of older versions are dropped.
-        `prefetch` (a GET is about to read): an object never seen before is asked for with
-        `read_head`, and its first page goes straight into the flight table, so a cold read of a
-        small object costs the UFS one request, not a HEAD and then a GET. `prefetch_end`: where
-        that GET's Range ends (None: at the object's end, when the adapter may keep the response
-        for the pages after page 0, read_head's `more`: a whole cold GET is one UFS request).
+        `prefetch` (a GET is about to read bytes [start, end), end None: to the object's end):
+        an object never seen before is asked for with `read_head` from the page where the read
+        starts, and that page goes straight into the flight table, so a cold read of a small
+        object costs the UFS one request, not a HEAD and then a GET. The same request asks for the
+        rest of the read's pages (read_head's `more`), which the read's fetch then continues: a
+        cold GET of a whole object, or of a range, is one UFS request.
         """
         rule = self.policy.match(src.namespace_of(path))
         mount = src.mount_id
@@ -173,12 +173,8 @@ class ObjectCache(Filler):
         task = self._stat_flights.get(key)
         if task is None:
             # A task, not a call: the callers that share it must not be cancelled with its starter.
-            head = prefetch and known is None and rule.stores
-            # A GET to the object's end may take it all in one response (read_head's `more`); one
-            # with an end takes page 0 alone, and its fetch of the rest asks for exactly its range
-            # (an open-ended response would run on past it, and be cut, its buffers wasted).
-            more = prefetch_end is None
-            task = asyncio.ensure_future(self._stat_ufs(src, path, known, rule if head else None, more))
+            head = prefetch if known is None and rule.stores else None
+            task = asyncio.ensure_future(self._stat_ufs(src, path, known, rule, head))
             self._stat_flights[key] = task
 
             def done(t: asyncio.Task[ObjectInfo]) -> None:
@@ -193,14 +189,28 @@ class ObjectCache(Filler):
         return self.settings.metadata_ttl if rule.max_age is None else rule.max_age
 
     async def _stat_ufs(
-        self, src: Source, path: str, known: ObjectInfo | None, head_rule: Rule | None, more: bool = False
+        self,
+        src: Source,
+        path: str,
+        known: ObjectInfo | None,
+        rule: Rule,
+        head: tuple[int, int | None] | None,
     ) -> ObjectInfo:
         now = self.clock()
         generation = self._generation
         first: bytes | None = None
+        ps = self._page_size
+        page = 0
         try:
-            if head_rule is not None:
-                info, first = await src.adapter.read_head(path, self._page_size, more=more)
+            if head is not None:
+                # From the read's first page to the end of its last (whole pages: what its fetch
+                # continues with), or to the object's end.
+                page, end = head[0] // ps, head[1]
+                aligned_end = None if end is None else -(-end // ps) * ps
+                more = aligned_end is None or aligned_end > (page + 1) * ps
+                info, first = await src.adapter.read_head(
+                    path, ps, start=page * ps, more=more, end=aligned_end
+                )
             else:
                 info = await src.adapter.stat(path)
         except NotFound:
@@ -214,18 +224,13 @@ class ObjectCache(Filler):
         self.metadata.put_stat(src.mount_id, path, info, now)
         if known is not None and known.etag != info.etag:
             await self.store.drop_object(src.mount_id, path, EvictionReason.STALE, keep=info.etag)
-        if (
-            head_rule is not None
-            and first is not None
-            and info.size
-            and len(first) == min(self._page_size, info.size)
-        ):
-            self._prefill(ObjectVersion(src, info, head_rule, self._page_size, generation), first)
+        if first and len(first) == min(ps, info.size - page * ps):
+            self._prefill(ObjectVersion(src, info, rule, ps, generation), page, first)
         return info
 
-    def _prefill(self, obj: ObjectVersion, data: bytes) -> None:
-        """Page 0 came with the metadata: a finished flight that readers join, stored like a fill."""
-        key = obj.key(0)
+    def _prefill(self, obj: ObjectVersion, index: int, data: bytes) -> None:
+        """A page came with the metadata: a finished flight that readers join, stored like a fill."""
+        key = obj.key(index)
         if key in self._flights:
             return
         flight = Flight()
@@ -233,16 +238,16 @@ class ObjectCache(Filler):
         flight.joined = asyncio.Event()
         flight.ready.set()
         self._flights[key] = flight
-        self._spawn(self._store_prefilled(obj, flight))
+        self._spawn(self._store_prefilled(obj, index, flight))
 
-    async def _store_prefilled(self, obj: ObjectVersion, flight: Flight) -> None:
-        """Store page 0 once its reader has it (so that read counts it as a miss), or after a
+    async def _store_prefilled(self, obj: ObjectVersion, index: int, flight: Flight) -> None:
+        """Store the page once its reader has it (so that read counts it as a miss), or after a
         moment if no reader comes (a HEAD-like GET that failed its preconditions, say)."""
         assert flight.joined is not None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PREFILL_WAIT):
                 await flight.joined.wait()
-        await self._store_page(obj, 0, flight)
+        await self._store_page(obj, index, flight)
 
     async def list_objects(
         self,
@@ -351,9 +356,9 @@ class ObjectCache(Filler):
         try:
             for idx in range(first, last + 1):
                 flight = ahead.pop(idx, None)
-                if flight is None and idx == 0 and self._flights:
-                    # A page 0 that this read's stat brought along (read_head): this read's UFS bytes.
-                    pre = self._flights.get(obj.key(0))
+                if flight is None and idx == first and self._flights:
+                    # A page that this read's stat brought along (read_head): this read's UFS bytes.
+                    pre = self._flights.get(obj.key(idx))
                     if pre is not None and pre.joined is not None:
                         flight = pre
                         pre.joined.set()

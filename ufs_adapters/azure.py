@@ -816,8 +816,10 @@ class AzureBlobAdapter:
             if etag != unquote_etag(if_match):
                 raise PreconditionFailed(path, f"ETag is {etag!r}, not {if_match!r}")
 
-    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
-        return await read_head_in_two(self, path, length)
+    async def read_head(
+        self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
+        return await read_head_in_two(self, path, length, start)
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         name = self._name(path)

@@ -181,12 +181,15 @@ class UfsAdapter(Protocol):
         """Stream bytes [opts.start, opts.end); PreconditionFailed if `opts.if_match` differs."""
         ...
 
-    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
-        """Metadata and the first `length` bytes (all of a smaller object), in one request where
-        the store can: a cold read of a small object then costs one UFS call instead of two.
-        Adapters without such a request use `read_head_in_two`. `more`: the caller will read on
-        from byte `length` (pinned to the version returned); an adapter may then ask for more and
-        keep the rest of its response for that read (S3: one GET for a whole cold read)."""
+    async def read_head(
+        self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
+        """Metadata and `length` bytes from byte `start` (fewer at the object's end, none from
+        past it), in one request where the store can: a cold read then costs one UFS call instead
+        of a stat and a read. Adapters without such a request use `read_head_in_two`. `more`: the
+        caller will read on from `start + length` to `end` (None: the object's end), pinned to the
+        version returned; an adapter may ask for that much in the same request and keep the rest
+        of its response for that read (S3: one GET for a whole cold read, or a whole range)."""
         ...
 
     async def list_objects(
@@ -263,11 +266,13 @@ async def aclose_stream(stream: AsyncIterator[bytes]) -> None:
         await aclose()
 
 
-async def read_head_in_two(adapter: UfsAdapter, path: str, length: int) -> tuple[ObjectInfo, bytes]:
+async def read_head_in_two(
+    adapter: UfsAdapter, path: str, length: int, start: int = 0
+) -> tuple[ObjectInfo, bytes]:
     """`read_head` as a stat and a read pinned to the stat's ETag (never two versions mixed)."""
     info = await adapter.stat(path)
-    end = min(length, info.size)
-    if end <= 0:
+    end = min(start + length, info.size)
+    if end <= start:
         return info, b""
-    chunks = [c async for c in adapter.read(path, ReadOptions(0, end, if_match=info.etag))]
+    chunks = [c async for c in adapter.read(path, ReadOptions(start, end, if_match=info.etag))]
     return info, b"".join(chunks)

@@ -82,8 +82,12 @@ class Instrumented:
             await stream.aclose()  # type: ignore[attr-defined]
         self.requests[("read", "ok")] += 1
 
-    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
-        info, data = await self._count("read_head", self.inner.read_head(path, length, more=more))
+    async def read_head(
+        self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
+        info, data = await self._count(
+            "read_head", self.inner.read_head(path, length, start=start, more=more, end=end)
+        )
         self.bytes_read += len(data)
         return info, data
 

@@ -418,8 +418,10 @@ class Limited:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._run(self.inner.stat(path))
 
-    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
-        info, data = await self._run(self.inner.read_head(path, length, more=more))
+    async def read_head(
+        self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
+        info, data = await self._run(self.inner.read_head(path, length, start=start, more=more, end=end))
         piece = self._piece
         if piece is not None:
             for part in _split(data, piece):

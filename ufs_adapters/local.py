@@ -574,8 +574,10 @@ class LocalAdapter:
         k = _parse_key(path)
         return await self._run(path, partial(self._stat_sync, k))
 
-    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
-        return await read_head_in_two(self, path, length)
+    async def read_head(
+        self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
+        return await read_head_in_two(self, path, length, start)
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         k = _parse_key(path)

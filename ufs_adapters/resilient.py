@@ -374,9 +374,11 @@ class Resilient:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._idempotent("stat", path, lambda: self.inner.stat(path))
 
-    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
+    async def read_head(
+        self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
         return await self._idempotent(
-            "read_head", path, lambda: self.inner.read_head(path, length, more=more)
+            "read_head", path, lambda: self.inner.read_head(path, length, start=start, more=more, end=end)
         )
 
     async def list_objects(

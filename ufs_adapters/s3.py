@@ -95,6 +95,7 @@ from .base import (
     UploadInfo,
     UploadsPage,
     WriteMeta,
+    read_head_in_two,
 )
 from .s3_get import SignedGet
 
@@ -531,24 +532,33 @@ class S3Adapter:
         self._sdk_answered(direct)
         return self._info(path, head)
 
-    async def read_head(self, path: str, length: int, *, more: bool = False) -> tuple[ObjectInfo, bytes]:
+    async def read_head(
+        self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
+    ) -> tuple[ObjectInfo, bytes]:
         """One GET: its headers carry everything HEAD would (the size in Content-Range).
 
-        With `more` it asks for the whole object and reads `length` bytes; the rest of the
-        response, if any, waits (unread: TCP holds the store back) up to HEAD_PARK seconds for the
-        read of that version from byte `length` on (a cache filling the next pages), which takes
-        it over instead of making a request of its own: a cold read of an object costs one GET.
-        Without, it asks for `length` bytes only.
+        With `more` it asks for bytes `start` to `end` (None: the object's end) and reads `length`
+        of them; the rest of the response, if any, waits (unread: TCP holds the store back) up to
+        HEAD_PARK seconds for the read of that version from byte `start + length` on (a cache
+        filling the next pages), which takes it over instead of making a request of its own: a
+        cold read of an object, or of a range, costs one GET. Without, it asks for `length` bytes.
         """
         key = self._key(path)
-        wanted = "bytes=0-" if more else f"bytes=0-{max(length, 1) - 1}"
+        last = start + max(length, 1) - 1
+        if more:
+            last = -1 if end is None else max(end - 1, last)
+        wanted = f"bytes={start}-{'' if last < 0 else last}"
         try:
             fields, body = await self._get(path, {"Bucket": self.bucket, "Key": key, "Range": wanted})
         except RangeNotSatisfiable:
-            return await self.stat(path), b""  # an empty object has no byte 0
+            return await self.stat(path), b""  # no byte `start`: past the end (or an empty object)
+        content_range = fields.get("ContentRange") or ""
         stream = await body.__aenter__()
         parked = False
         try:
+            if start and not content_range.startswith(f"bytes {start}-"):
+                # A store that ignored the Range (a 200 from byte 0): not the bytes asked for.
+                return await read_head_in_two(self, path, length, start)
             parts: list[bytes] = []
             got = 0
             while got < length:
@@ -560,12 +570,12 @@ class S3Adapter:
                 got += len(chunk)
             data = parts[0] if len(parts) == 1 else b"".join(parts)
             total = fields.get("ContentLength", 0)
-            content_range = fields.get("ContentRange") or ""
             if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
                 total = int(content_range.rsplit("/", 1)[1])
             info = self._info(path, cast("HeadObjectOutputTypeDef", {**fields, "ContentLength": total}))
-            if more and got == length < total:
-                self._park((key, info.etag, length), _Parked(body, stream, total))
+            stop = total if last < 0 else min(last + 1, total)  # where the response ends
+            if more and got == length and start + length < stop:
+                self._park((key, info.etag, start + length), _Parked(body, stream, stop))
                 parked = True
             return info, data
         finally:

@@ -93,18 +93,19 @@ def parse_range(header: str | None, size: int, resource: str) -> ByteRange | Non
     return ByteRange(start, end)
 
 
-def range_from_zero(header: str | None) -> tuple[bool, int | None]:
-    """Before the object's size is known: whether a GET with this Range header reads from byte 0
-    (no header, one parse_range ignores, or `bytes=0-...`), and the end it names, if any."""
+def range_bounds(header: str | None) -> tuple[int, int | None] | None:
+    """Before the object's size is known: the bytes [start, end) a GET with this Range header
+    reads (end None: to the object's end; (0, None) without a header or with one parse_range
+    ignores), or None for a suffix range (the last N bytes: where they start is not known yet)."""
     m = _RANGE_RE.match(header.strip()) if header is not None else None
     if m is None or not (m.group(1) or m.group(2)):
-        return True, None  # the whole object
+        return 0, None  # the whole object
     first, last = m.group(1), m.group(2)
     if not first:
-        return False, None  # a suffix range: the last N bytes
+        return None
     if last and int(last) < int(first):
-        return True, None  # invalid: ignored, the whole object
-    return int(first) == 0, int(last) + 1 if last else None
+        return 0, None  # invalid: ignored, the whole object
+    return int(first), int(last) + 1 if last else None
 
 
 def _unsatisfiable(size: int, resource: str) -> S3Error:

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli import AdminClient
+from gateway.s3.request import range_bounds
 from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, Gateway, hoard_command, s3_client, start_gateway
 from tests.servers import moto_server
 
@@ -486,24 +487,47 @@ def test_no_store_bypasses_the_cache(moto: Moto, hoard: Hoard) -> None:
     assert len([c for c in object_reads(calls, hoard.bucket, "cc/nostore") if c.method == "GET"]) == 1
 
 
-def test_a_cold_get_asks_the_ufs_for_what_it_reads(moto: Moto, hoard: Hoard) -> None:
-    """A whole cold GET is one UFS GET (page 0 and the metadata, then the rest of the same
-    response); a GET whose Range has an end asks for page 0, then for its own pages exactly, so no
-    response runs on past what the client wants."""
+@pytest.mark.parametrize(
+    ("wanted", "asked"),
+    [
+        (None, "bytes=0-"),  # the whole object: page 0 with the metadata, the rest of the response
+        ("bytes=0-{2MiB+5}", "bytes=0-{3MiB-1}"),  # a range: its pages exactly, one response
+        ("bytes={2MiB+5}-{4MiB}", "bytes={2MiB}-{5MiB-1}"),  # one that starts further in too
+        ("bytes={3MiB+1}-", "bytes={3MiB}-"),  # from there to the end
+        ("bytes=10-20", "bytes=0-{1MiB-1}"),  # within one page: that page
+    ],
+)
+def test_a_cold_get_is_one_ufs_get_of_the_pages_it_reads(
+    moto: Moto, hoard: Hoard, wanted: str | None, asked: str
+) -> None:
+    """A cold GET is one UFS GET: the metadata and the first page it reads, then the rest of the
+    same response, which asks for the read's pages exactly (none past what the client wants);
+    its pages are then cached, and the same GET is a hit."""
     s3 = hoard.s3()
-    whole, part = blob(6 * MiB + 7, "ask-whole"), blob(6 * MiB + 7, "ask-part")
-    put_many(moto.client(), hoard.bucket, {"ask/whole": whole, "ask/part": part})
+    key = "ask/" + hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
+    data = blob(6 * MiB + 7, key)
+    put_many(moto.client(), hoard.bucket, {key: data})
+
+    def mib(text: str) -> str:
+        return re.sub(r"\{(\d)MiB([+-]\d+)?\}", lambda m: str(int(m[1]) * MiB + int(m[2] or 0)), text)
+
+    extra = {} if wanted is None else {"Range": mib(wanted)}
+    bounds = range_bounds(extra.get("Range"))
+    assert bounds is not None
+    expected = data[bounds[0] : bounds[1]]
     with moto.recording() as calls:
-        body, xcache = get(s3, "ask/whole")
-        assert sha(body) == sha(whole) and xcache == "MISS"
-        body, xcache = get(s3, "ask/part", Range=f"bytes=0-{2 * MiB + 5}")
-        assert body == part[: 2 * MiB + 6] and xcache == "MISS"
-
-    def ranges(key: str) -> list[str | None]:
-        return [c.headers.get("range") for c in object_reads(calls, hoard.bucket, key) if c.method == "GET"]
-
-    assert ranges("ask/whole") == ["bytes=0-"]
-    assert ranges("ask/part") == [f"bytes=0-{MiB - 1}", f"bytes={MiB}-{3 * MiB - 1}"]
+        body, xcache = get(s3, key, **extra)
+        assert sha(body) == sha(expected) and xcache == "MISS"
+    gets = [c.headers.get("range") for c in object_reads(calls, hoard.bucket, key) if c.method == "GET"]
+    assert gets == [mib(asked)] and not [
+        c for c in object_reads(calls, hoard.bucket, key) if c.method == "HEAD"
+    ]
+    first, last = bounds[0] // MiB, (min(bounds[1] or len(data), len(data)) - 1) // MiB
+    hoard.wait_pages(key, last - first + 1)
+    with moto.recording() as calls:
+        body, xcache = get(s3, key, **extra)
+        assert sha(body) == sha(expected) and xcache == "HIT"
+    assert not object_reads(calls, hoard.bucket, key)
 
 
 def test_x_cache_miss_partial_hit(moto: Moto, hoard: Hoard) -> None:

@@ -169,6 +169,13 @@ async def read_head_gives_metadata_and_first_bytes(ufs: UfsAdapter) -> None:
     )
     info, whole = await ufs.read_head("head/obj.bin", 1 << 20)
     assert whole == data and info.size == len(data)
+    # From further in (a read that starts there): the same metadata, those bytes, fewer at the end.
+    for start in (1000, len(data) - 10):
+        info, part = await ufs.read_head("head/obj.bin", 1000, start=start)
+        assert (part, info.size, info.etag) == (data[start : start + 1000], len(data), stored.etag)
+    for start in (len(data), len(data) + 5000):  # no bytes from there, and no error
+        info, nothing = await ufs.read_head("head/obj.bin", 1000, start=start, more=True)
+        assert (nothing, info.size, info.etag) == (b"", len(data), stored.etag)
     await put(ufs, "head/empty", b"")
     info, nothing = await ufs.read_head("head/empty", 4096)
     assert (info.size, nothing) == (0, b"")

@@ -309,6 +309,21 @@ async def test_a_read_after_read_head_continues_its_response(
         assert not ufs._parked
         assert await get(ufs, "obj", 1024 * 1024, None, info.etag) == data[1024 * 1024 :]
         assert requests() in (before + 8, None)
+        # From further in, up to an end: one GET for the head and the read that continues it.
+        mid = requests() or 0
+        info, head = await ufs.read_head(
+            "obj", 1024 * 1024, start=1024 * 1024, more=True, end=3 * 1024 * 1024
+        )
+        assert head == data[1024 * 1024 : 2 * 1024 * 1024]
+        assert (
+            await get(ufs, "obj", 2 * 1024 * 1024, 3 * 1024 * 1024, info.etag)
+            == data[2 * 1024 * 1024 : 3 * 1024 * 1024]
+        )
+        assert requests() in (mid + 1, None) and not ufs._parked
+        # An end past the object's: the response (and the continuation) stop at its end.
+        await ufs.read_head("obj", 1024 * 1024, start=2 * 1024 * 1024, more=True, end=8 * 1024 * 1024)
+        assert await get(ufs, "obj", 3 * 1024 * 1024, None, info.etag) == data[3 * 1024 * 1024 :]
+        assert requests() in (mid + 2, None)
         # A small object comes whole: nothing is left to continue.
         await put(ufs, "small", b"tiny")
         assert (await ufs.read_head("small", 1024 * 1024, more=True))[1] == b"tiny" and not ufs._parked

@@ -10,7 +10,7 @@ from gateway.s3 import errors, xml
 from gateway.s3.context import MAX_PUT_SIZE, S3Request
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers.common import bucket_target, missing, object_headers, object_target, write_meta
-from gateway.s3.request import Preconditions, parse_copy_source, parse_range, range_from_zero
+from gateway.s3.request import Preconditions, parse_copy_source, parse_range, range_bounds
 from gateway.s3.responses import Headers, S3Response, empty, xml_response
 from gateway.services import Services
 from ufs_adapters.base import NotFound, ObjectInfo, PreconditionFailed, ReadOptions, UfsError, WriteMeta
@@ -45,13 +45,10 @@ async def stat_object(
     *,
     revalidate: bool = False,
     bucket: str | None = None,
-    prefetch: bool = False,
-    prefetch_end: int | None = None,
+    prefetch: tuple[int, int | None] | None = None,
 ) -> ObjectInfo:
     try:
-        return await svc.cache.stat(
-            mount.source, path, revalidate=revalidate, prefetch=prefetch, prefetch_end=prefetch_end
-        )
+        return await svc.cache.stat(mount.source, path, revalidate=revalidate, prefetch=prefetch)
     except NotFound:
         raise await missing(req, svc, bucket) from None
 
@@ -59,12 +56,9 @@ async def stat_object(
 async def get_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     revalidate, no_store = cache_control(req.headers)
-    # A GET that will start in page 0 may take page 0 with the metadata (one UFS request, not two).
-    from_zero, range_end = range_from_zero(req.headers.get("range"))
-    prefetch = req.method == "GET" and not no_store and from_zero
-    info = await stat_object(
-        req, svc, mount, path, revalidate=revalidate, prefetch=prefetch, prefetch_end=range_end
-    )
+    # A cold GET may take its bytes with the metadata (one UFS request, not a HEAD and a GET).
+    prefetch = range_bounds(req.headers.get("range")) if req.method == "GET" and not no_store else None
+    info = await stat_object(req, svc, mount, path, revalidate=revalidate, prefetch=prefetch)
     status, headers, start, end = _object_headers(req, info)
     if req.method == "HEAD" or end <= start:
         cached, total = await svc.cache.coverage(mount.source, info, 0, info.size)
