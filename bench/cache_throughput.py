@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -397,30 +397,52 @@ def profile_cold(workdir: Path, moto: str, size: Size, digests: dict[str, str], 
 
 def perf_cold(workdir: Path, moto: str, size: Size, digests: dict[str, str], concurrency: int) -> str:
     """perf (the kernel included, which py-spy cannot see) on a fresh Hoard's worker processes
-    during one cold pass over `size`'s objects: time by shared object, the system calls and page
-    faults it goes to, and the hottest symbols."""
-    perf = shutil.which("perf")
-    if perf is None:
-        return "--perf-cold: perf is not installed (Debian: apt-get install linux-perf); skipped"
+    during one cold pass over `size`'s objects."""
     server, base = start_hoard_s3(workdir, moto, HOARD_WORKERS, home_name="hoard-perf")
-    data = workdir / f"perf-cold-{size.name}.data"
     try:
-        pids = ",".join(str(p) for p in sorted(subtree(snapshot(), server.proc.pid)))
-        argv = [perf, "record", "-g", "-F", "999", "-o", str(data), "-p", pids]
-        log(f"perf: {shlex.join(argv)}")
-        rec = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(1.0)  # let perf attach
-            keys = keys_of(size)
-            asyncio.run(_one_pass(base, presigned_paths(base, keys), keys, digests, concurrency))
-            rec.send_signal(signal.SIGINT)
-            rec.wait(timeout=60)
-        finally:
-            if rec.poll() is None:
-                rec.kill()
-                rec.wait(timeout=10)
+        keys = keys_of(size)
+        return perf_during(
+            server,
+            workdir / f"perf-cold-{size.name}.data",
+            f"one more cold pass of {size.label} objects",
+            lambda: asyncio.run(_one_pass(base, presigned_paths(base, keys), keys, digests, concurrency)),
+        )
     finally:
         server.stop()
+
+
+def perf_hits(
+    server: Server, base: str, workdir: Path, size: Size, script: Path, load: Load, seconds: int
+) -> str:
+    """perf on Hoard's worker processes during one more (unmeasured) wrk run of `size`'s hits."""
+    argv = load.argv(base, script, seconds)
+    return perf_during(
+        server,
+        workdir / f"perf-hits-{size.name}.data",
+        f"{seconds} s more of wrk on {size.label} hits",
+        lambda: subprocess.run(argv, capture_output=True, check=True, timeout=seconds + 120),
+    )
+
+
+def perf_during(server: Server, data: Path, what: str, workload: Callable[[], object]) -> str:
+    """perf record of `server`'s processes while `workload` runs: time by shared object, the
+    system calls and page faults it goes to, and the hottest symbols."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return "perf is not installed (Debian: apt-get install linux-perf); skipped"
+    pids = ",".join(str(p) for p in sorted(subtree(snapshot(), server.proc.pid)))
+    argv = [perf, "record", "-g", "-F", "999", "-o", str(data), "-p", pids]
+    log(f"perf: {shlex.join(argv)}")
+    rec = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # let perf attach
+        workload()
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=60)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+            rec.wait(timeout=10)
 
     def report(*how: str) -> list[str]:
         out = subprocess.run(
@@ -436,7 +458,7 @@ def perf_cold(workdir: Path, moto: str, size: Size, digests: dict[str, str], con
         for line in report("--children", "--sort", "sym")
         if "__x64_sys_" in line or line.endswith("] exc_page_fault")
     ]
-    lines = [f"perf, Hoard's workers during one more cold pass of {size.label} objects (kernel included):"]
+    lines = [f"perf, Hoard's workers during {what} (kernel included):"]
     lines += ["  self time by shared object:", *report("--no-children", "--sort", "dso")[:5]]
     lines += ["  system calls and page faults, inclusive:", *calls[:8]]
     lines += ["  self time, hottest symbols:", *report("--no-children", "--sort", "sym")[:14]]
@@ -528,6 +550,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SIZE",
         choices=[s.name for s in SIZES],
         help="also perf (kernel included) a fresh Hoard during one more cold pass of that size",
+    )
+    parser.add_argument(
+        "--perf-hits",
+        metavar="SIZE",
+        choices=[s.name for s in SIZES],
+        help="also perf Hoard's workers during one more wrk run of that size's hits",
     )
     parser.add_argument(
         "--drop-caches",
@@ -691,12 +719,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.callback(server.stop)
         cold, scripts = cold_passes(server, COLD, base, moto, workdir, digests, args, "X-Cache")
         rows += cold
+        profile = ""
         if not args.cold_only:
             server.name = HITS
             rows += rows_of(measure_server(server, base, sizes, scripts, load, args))
+            if args.perf_hits:
+                size = next(s for s in sizes if s.name == args.perf_hits)
+                profile = perf_hits(server, base, workdir, size, scripts[size.name], load, args.duration)
         server.stop()
 
-        profile = ""
         if args.profile_cold:
             size = next(s for s in sizes if s.name == args.profile_cold)
             profile = profile_cold(workdir, moto_base, size, digests, args.connections)
