@@ -96,3 +96,17 @@ async def rechunk(
             del buf[:size]
             number += 1
     yield bytes(buf), True
+
+
+def int_option(opts: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(opts[name]) if name in opts else default
+    except ValueError:
+        raise ValueError(f"option {name!r} is {opts[name]!r}; expected an integer") from None
+
+
+def float_option(opts: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(opts[name]) if name in opts else default
+    except ValueError:
+        raise ValueError(f"option {name!r} is {opts[name]!r}; expected a number of seconds") from None

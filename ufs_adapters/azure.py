@@ -115,7 +115,16 @@ from azure.storage.blob.aio import (
     ExponentialRetry,
 )
 
-from ._util import CHUNK_SIZE, check_options, check_part_list, check_part_number, composite_etag, unquote_etag
+from ._util import (
+    CHUNK_SIZE,
+    check_options,
+    check_part_list,
+    check_part_number,
+    composite_etag,
+    float_option,
+    int_option,
+    unquote_etag,
+)
 from .base import (
     MIN_PART_SIZE,
     AlreadyExists,
@@ -730,13 +739,13 @@ class AzureBlobAdapter:
             credential = AzureSasCredential(sas.lstrip("?"))
         elif connection_string:
             sas = _connection_string_field(connection_string, "SharedAccessSignature")
-        attempts = _int_option(opts, "max_attempts", 3)
+        attempts = int_option(opts, "max_attempts", 3)
         settings: dict[str, Any] = {
             "retry_policy": ExponentialRetry(
                 initial_backoff=1, increment_base=2, retry_total=max(attempts - 1, 0), random_jitter_range=1
             ),
-            "connection_timeout": _float_option(opts, "connect_timeout", 10.0),
-            "read_timeout": _float_option(opts, "read_timeout", 60.0),
+            "connection_timeout": float_option(opts, "connect_timeout", 10.0),
+            "read_timeout": float_option(opts, "read_timeout", 60.0),
             "max_single_get_size": cls.read_chunk_size,
             "max_chunk_get_size": cls.read_chunk_size,
         }
@@ -1453,17 +1462,3 @@ def _connection_string_field(connection_string: str, field: str) -> str | None:
         if name.strip().lower() == field.lower():
             return value.strip()
     return None
-
-
-def _int_option(opts: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return int(opts[name]) if name in opts else default
-    except ValueError:
-        raise ValueError(f"option {name!r} is {opts[name]!r}; expected an integer") from None
-
-
-def _float_option(opts: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        return float(opts[name]) if name in opts else default
-    except ValueError:
-        raise ValueError(f"option {name!r} is {opts[name]!r}; expected a number of seconds") from None

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 from .azure import AzureBlobAdapter
 from .base import UfsAdapter
 from .local import LocalAdapter
-from .s3 import OPTION_ALIASES, S3Adapter, normalize_options
+from .s3 import S3Adapter
+from .s3_options import OPTION_ALIASES, normalize_options
 
 __all__ = ["OPTION_ALIASES", "SCHEMES", "Opener", "normalize_options", "open_adapter", "scheme_of"]
 

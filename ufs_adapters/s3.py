@@ -2,7 +2,8 @@
 TOS, BOS, anything that speaks the S3 API.
 
 One aiobotocore client per adapter, opened by `S3Adapter.open` and closed by `aclose`. Every SDK
-call goes through `_call`, which turns SDK and transport errors into UfsErrors from one table.
+call goes through `_call`, which turns SDK and transport errors into UfsErrors from one table
+(s3_errors.py).
 
 Writes hold bounded memory:
 - `write`: a body of up to `part_size` (8 MiB) bytes is one PutObject (ETag = MD5 of the content).
@@ -12,16 +13,18 @@ Writes hold bounded memory:
 - `upload_part`: the part is spooled (memory up to `part_size`, then a temp file in `state_dir`)
   because the SDK needs a sized, seekable body to sign and retry.
 
-Reads: `read_head(more=True)` is one GET of the whole object, of which it reads the first `length`
-bytes; the rest of the response waits, unread, up to HEAD_PARK seconds for a `read` of that version
-from that byte on, which continues it (`_Parked`): a cache's cold read of a large object is one GET.
+Reads: `read_head(more=True)` is one GET of the whole object (or of a range of it), of which it
+reads the first `length` bytes; the rest of the response waits, unread, up to HEAD_PARK seconds for
+a `read` of that version from that byte on, which continues it (`_Parked`): a cache's cold read of
+a large object is one GET.
 
 Keys with `.` or `..` segments, empty keys and NUL are refused (InvalidPath): an HTTP stack that
 normalises dot segments could otherwise step out of the mount prefix. Folders are key prefixes:
 `make_dir` writes a zero-byte `path/` marker, `remove_dir` deletes only that marker (NotEmpty if
 anything else is below it; in-progress multipart uploads there are left alone).
 
-Mount options (strings; Alluxio/Hadoop spellings in OPTION_ALIASES and FLAG_ALIASES also work):
+Mount options (strings, parsed in s3_options.py, where OPTION_ALIASES and FLAG_ALIASES list the
+Alluxio/Hadoop spellings that also work):
 `endpoint_url` (a bare `host:port` gets https://), `region` (us-east-1 when an endpoint is given),
 `access_key_id`, `secret_access_key`, `session_token` (else botocore's credential chain),
 `addressing_style` path|virtual|auto (auto), `signature_version` (s3v4), `max_attempts` (3, standard
@@ -36,31 +39,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
-import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, cast
-from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import anyio.to_thread
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ._util import (
     CHUNK_SIZE,
@@ -68,6 +59,8 @@ from ._util import (
     check_options,
     check_part_list,
     check_part_number,
+    float_option,
+    int_option,
     parts_count_of,
     rechunk,
     unquote_etag,
@@ -75,29 +68,24 @@ from ._util import (
 from .base import (
     AlreadyExists,
     BadDigest,
-    EntityTooSmall,
-    InvalidPart,
-    InvalidPartOrder,
     InvalidPath,
     ListPage,
-    NoSuchUpload,
     NotEmpty,
     NotFound,
-    NotSupported,
     ObjectInfo,
     PartInfo,
     PartsPage,
-    PermissionDenied,
     PreconditionFailed,
     ReadOptions,
-    UfsError,
     Unavailable,
     UploadInfo,
     UploadsPage,
     WriteMeta,
     read_head_in_two,
 )
-from .s3_get import SignedGet
+from .s3_errors import RangeNotSatisfiable, translated
+from .s3_get import SignedGet, content_of, fields_of
+from .s3_options import OPTIONS, flag_option, normalize_options, parse_s3_uri, verify_option
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -118,171 +106,6 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_COPY_SIZE = 5 * 1024 * MiB  # CopyObject's limit; larger objects are copied part by part
-
-# Alluxio / Hadoop names users already have in their mount options -> Hoard's own names.
-OPTION_ALIASES: Mapping[str, str] = {
-    "s3a.accessKeyId": "access_key_id",
-    "s3a.secretKey": "secret_access_key",
-    "aws.accessKeyId": "access_key_id",
-    "aws.secretKey": "secret_access_key",
-    "alluxio.underfs.s3.region": "region",
-    "alluxio.underfs.s3.endpoint.region": "region",
-    "alluxio.underfs.s3.endpoint": "endpoint_url",
-    "fs.s3a.access.key": "access_key_id",
-    "fs.s3a.secret.key": "secret_access_key",
-    "fs.s3a.session.token": "session_token",
-    "fs.s3a.endpoint": "endpoint_url",
-    "fs.s3a.endpoint.region": "region",
-}
-# Boolean aliases: when true, they stand for one of Hoard's options with a fixed value.
-FLAG_ALIASES: Mapping[str, tuple[str, str]] = {
-    "alluxio.underfs.s3.disable.dns.buckets": ("addressing_style", "path"),
-    "fs.s3a.path.style.access": ("addressing_style", "path"),
-}
-OPTIONS = (
-    "endpoint_url",
-    "region",
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "addressing_style",
-    "signature_version",
-    "max_attempts",
-    "connect_timeout",
-    "read_timeout",
-    "max_pool_connections",
-    "verify",
-    "direct_get",
-)
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
-
-
-def normalize_options(options: Mapping[str, str]) -> dict[str, str]:
-    """Rename alias options to Hoard's names; other keys pass through unchanged.
-
-    Two spellings of one option with different values are an error naming both.
-    """
-    result: dict[str, str] = {}
-    origin: dict[str, str] = {}
-    for key, value in options.items():
-        if key in FLAG_ALIASES:
-            if value.strip().lower() not in _TRUE:
-                continue
-            name, value = FLAG_ALIASES[key]
-        else:
-            name = OPTION_ALIASES.get(key, key)
-        if name in result and result[name] != value:
-            raise ValueError(f"mount options {origin[name]!r} and {key!r} give {name!r} different values")
-        result[name] = value
-        origin.setdefault(name, key)
-    return result
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix/"); the prefix is "" for a whole bucket."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("s3", "s3a") or not parts.netloc:
-        raise ValueError(f"not an S3 URI (s3://bucket/optional/prefix): {uri!r}")
-    prefix = unquote(parts.path).strip("/")
-    return parts.netloc, prefix + "/" if prefix else ""
-
-
-# --- error translation --------------------------------------------------------------------------
-
-
-class RangeNotSatisfiable(UfsError):
-    """The UFS refused a range starting at or past the end; `read` turns it into no bytes."""
-
-
-_throttled = partial(Unavailable, throttled=True)
-
-# S3 error code -> UfsError. HEAD responses carry no body, so their code is the HTTP status.
-ERROR_CODES: Mapping[str, Callable[[str, str], UfsError]] = {
-    "NoSuchKey": NotFound,
-    "NotFound": NotFound,
-    "404": NotFound,
-    "NoSuchBucket": NotFound,
-    "AccessDenied": PermissionDenied,
-    "403": PermissionDenied,
-    "AllAccessDisabled": PermissionDenied,
-    "InvalidAccessKeyId": PermissionDenied,
-    "SignatureDoesNotMatch": PermissionDenied,
-    "InvalidToken": PermissionDenied,
-    "ExpiredToken": PermissionDenied,
-    "AccountProblem": PermissionDenied,
-    "PreconditionFailed": PreconditionFailed,
-    "412": PreconditionFailed,
-    "NoSuchUpload": NoSuchUpload,
-    "InvalidPart": InvalidPart,
-    "InvalidPartOrder": InvalidPartOrder,
-    "EntityTooSmall": EntityTooSmall,
-    "BadDigest": BadDigest,
-    "InvalidDigest": BadDigest,
-    "InvalidRange": RangeNotSatisfiable,
-    "416": RangeNotSatisfiable,
-    "KeyTooLongError": InvalidPath,
-    "BucketAlreadyOwnedByYou": AlreadyExists,
-    "BucketAlreadyExists": AlreadyExists,
-    "BucketNotEmpty": NotEmpty,
-    "NotImplemented": NotSupported,
-    "501": NotSupported,
-    "SlowDown": _throttled,
-    "503": _throttled,
-    "ServiceUnavailable": _throttled,
-    "429": _throttled,
-    "TooManyRequests": _throttled,
-    "TooManyRequestsException": _throttled,
-    "Throttling": _throttled,
-    "ThrottlingException": _throttled,
-    "RequestLimitExceeded": _throttled,
-    "RequestTimeout": Unavailable,
-    "RequestTimeTooSkewed": PermissionDenied,
-    "InternalError": Unavailable,
-    "500": Unavailable,
-    "502": Unavailable,
-    "504": Unavailable,
-}
-# When the code is unknown, the HTTP status decides.
-ERROR_STATUSES: Mapping[int, Callable[[str, str], UfsError]] = {
-    403: PermissionDenied,
-    404: NotFound,
-    412: PreconditionFailed,
-    416: RangeNotSatisfiable,
-    429: _throttled,
-    500: Unavailable,
-    501: NotSupported,
-    502: Unavailable,
-    503: _throttled,
-    504: Unavailable,
-}
-
-
-def translate_error(exc: Exception, path: str) -> UfsError:
-    """One SDK or transport exception -> the UfsError the rest of Hoard understands."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        message = str(error.get("Message", "")) or exc.operation_name
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        factory = ERROR_CODES.get(code) or ERROR_STATUSES.get(status) or UfsError
-        return factory(path, f"{code}: {message}")
-    if isinstance(exc, (HTTPClientError, BotoConnectionError, aiohttp.ClientError, TimeoutError)):
-        return Unavailable(path, str(exc))
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return PermissionDenied(path, str(exc))
-    return UfsError(path, f"{type(exc).__name__}: {exc}")
-
-
-@contextmanager
-def _translated(path: str) -> Iterator[None]:
-    try:
-        yield
-    except UfsError:
-        raise
-    except (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
-        raise translate_error(exc, path) from exc
-
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -411,13 +234,13 @@ class S3Adapter:
         if style not in ("path", "virtual", "auto"):
             raise ValueError(f"option 'addressing_style' is {style!r}; use path, virtual or auto")
         signature_version = opts.get("signature_version", "s3v4")
-        connect_timeout = _float_option(opts, "connect_timeout", 10.0)
-        read_timeout = _float_option(opts, "read_timeout", 60.0)
-        max_pool_connections = _int_option(opts, "max_pool_connections", 64)
+        connect_timeout = float_option(opts, "connect_timeout", 10.0)
+        read_timeout = float_option(opts, "read_timeout", 60.0)
+        max_pool_connections = int_option(opts, "max_pool_connections", 64)
         config = AioConfig(
             signature_version=signature_version,
             s3={"addressing_style": style},
-            retries={"mode": "standard", "max_attempts": _int_option(opts, "max_attempts", 3)},
+            retries={"mode": "standard", "max_attempts": int_option(opts, "max_attempts", 3)},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
@@ -439,16 +262,16 @@ class S3Adapter:
                     aws_access_key_id=opts.get("access_key_id"),
                     aws_secret_access_key=opts.get("secret_access_key"),
                     aws_session_token=opts.get("session_token"),
-                    verify=_verify_option(opts),
+                    verify=verify_option(opts),
                     config=config,
                 )
             )
             signed_get = None
-            if _flag_option(opts, "direct_get", True) and signature_version == "s3v4":
+            if flag_option(opts, "direct_get", True) and signature_version == "s3v4":
                 signed_get = await SignedGet.open(
                     client,
                     bucket,
-                    verify=_verify_option(opts),
+                    verify=verify_option(opts),
                     max_connections=max_pool_connections,
                     connect_timeout=connect_timeout,
                     read_timeout=read_timeout,
@@ -487,7 +310,7 @@ class S3Adapter:
 
     async def _call(self, path: str, call: Awaitable[T]) -> T:
         """The one choke point for SDK calls: errors leave as UfsErrors naming `path`."""
-        with _translated(path):
+        with translated(path):
             return await call
 
     def _key(self, path: str) -> str:
@@ -527,7 +350,7 @@ class S3Adapter:
         direct = await self._direct_get(path, key, {}, method="HEAD")
         if isinstance(direct, aiohttp.ClientResponse):
             direct.release()
-            return self._info(path, cast("HeadObjectOutputTypeDef", _fields_of(direct.headers)))
+            return self._info(path, cast("HeadObjectOutputTypeDef", fields_of(direct.headers)))
         head = await self._call(path, self._client.head_object(Bucket=self.bucket, Key=key))
         self._sdk_answered(direct)
         return self._info(path, head)
@@ -562,7 +385,7 @@ class S3Adapter:
             parts: list[bytes] = []
             got = 0
             while got < length:
-                with _translated(path):
+                with translated(path):
                     chunk = await stream.read(length - got)
                 if not chunk:
                     break
@@ -649,7 +472,7 @@ class S3Adapter:
             headers["If-Match"] = request["IfMatch"]
         direct = await self._direct_get(path, request["Key"], headers)
         if isinstance(direct, aiohttp.ClientResponse):
-            return _fields_of(direct.headers), _content_of(direct)
+            return fields_of(direct.headers), content_of(direct)
         response = await self._call(path, self._client.get_object(**request))
         self._sdk_answered(direct)
         return cast("Mapping[str, Any]", response), response["Body"]
@@ -663,7 +486,7 @@ class S3Adapter:
         direct = self._signed_get
         if direct is None or not direct.enabled:
             return None
-        with _translated(path):
+        with translated(path):
             return await direct.get(key, headers, method)
 
     def _sdk_answered(self, refused: int | None) -> None:
@@ -1003,20 +826,6 @@ class S3Adapter:
         )
 
 
-def _int_option(opts: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return int(opts[name]) if name in opts else default
-    except ValueError:
-        raise ValueError(f"option {name!r} is {opts[name]!r}; expected an integer") from None
-
-
-def _float_option(opts: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        return float(opts[name]) if name in opts else default
-    except ValueError:
-        raise ValueError(f"option {name!r} is {opts[name]!r}; expected a number of seconds") from None
-
-
 class _Readable(Protocol):
     async def read(self, n: int = -1, /) -> bytes: ...
 
@@ -1025,7 +834,7 @@ async def _chunks(path: str, stream: _Readable, size: int | None = None) -> Asyn
     """A response body in chunks of at most CHUNK_SIZE: `size` bytes of it (None: to its end)."""
     left = size
     while left is None or left > 0:
-        with _translated(path):  # a connection lost mid-body is Unavailable too
+        with translated(path):  # a connection lost mid-body is Unavailable too
             chunk = await stream.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
         if not chunk:
             return
@@ -1059,54 +868,3 @@ class _Parked:
         if not self.closed:
             self.closed = True
             await self.body.__aexit__(None, None, None)
-
-
-@asynccontextmanager
-async def _content_of(response: aiohttp.ClientResponse) -> AsyncIterator[_Readable]:
-    """A direct GET's body, opened as the SDK's StreamingBody is: released on the way out."""
-    async with response:
-        yield response.content
-
-
-def _flag_option(opts: Mapping[str, str], name: str, default: bool) -> bool:
-    value = opts.get(name)
-    if value is None:
-        return default
-    if value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"option {name!r} is {value!r}; use true or false")
-
-
-def _fields_of(headers: Mapping[str, str]) -> dict[str, Any]:
-    """The GetObject fields `_info` and `read_head` use, from raw response headers (as the SDK
-    parses them)."""
-    fields: dict[str, Any] = {"ETag": headers.get("ETag", "")}
-    if "Content-Length" in headers:
-        fields["ContentLength"] = int(headers["Content-Length"])
-    if "Content-Range" in headers:
-        fields["ContentRange"] = headers["Content-Range"]
-    if "Content-Type" in headers:
-        fields["ContentType"] = headers["Content-Type"]
-    if "Last-Modified" in headers:
-        with contextlib.suppress(TypeError, ValueError):
-            fields["LastModified"] = parsedate_to_datetime(headers["Last-Modified"])
-    fields["Metadata"] = {
-        name[len("x-amz-meta-") :]: value
-        for name, value in headers.items()
-        if name.lower().startswith("x-amz-meta-")
-    }
-    return fields
-
-
-def _verify_option(opts: Mapping[str, str]) -> bool | str | None:
-    """`verify`: true/false, or the path of a CA bundle."""
-    value = opts.get("verify")
-    if value is None:
-        return None
-    if value.strip().lower() in _TRUE:
-        return True
-    if value.strip().lower() in _FALSE:
-        return False
-    if not os.path.exists(value):
-        raise ValueError(f"option 'verify' is {value!r}: neither true/false nor an existing CA bundle")
-    return value

@@ -19,9 +19,12 @@ Bytes go over an aiohttp session of its own (aiohttp is aiobotocore's HTTP clien
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
@@ -153,3 +156,31 @@ def _client_error(status: int, headers: Mapping[str, str], body: bytes) -> Clien
     response = {"status_code": status, "headers": {k.lower(): v for k, v in headers.items()}, "body": body}
     parsed = _ERRORS.parse(response, None)  # type: ignore[arg-type]  # an error needs no output shape
     return ClientError(cast(Any, parsed), "GetObject")
+
+
+@asynccontextmanager
+async def content_of(response: aiohttp.ClientResponse) -> AsyncIterator[aiohttp.StreamReader]:
+    """A direct GET's body, opened as the SDK's StreamingBody is: released on the way out."""
+    async with response:
+        yield response.content
+
+
+def fields_of(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The GetObject fields `_info` and `read_head` use, from raw response headers (as the SDK
+    parses them)."""
+    fields: dict[str, Any] = {"ETag": headers.get("ETag", "")}
+    if "Content-Length" in headers:
+        fields["ContentLength"] = int(headers["Content-Length"])
+    if "Content-Range" in headers:
+        fields["ContentRange"] = headers["Content-Range"]
+    if "Content-Type" in headers:
+        fields["ContentType"] = headers["Content-Type"]
+    if "Last-Modified" in headers:
+        with contextlib.suppress(TypeError, ValueError):
+            fields["LastModified"] = parsedate_to_datetime(headers["Last-Modified"])
+    fields["Metadata"] = {
+        name[len("x-amz-meta-") :]: value
+        for name, value in headers.items()
+        if name.lower().startswith("x-amz-meta-")
+    }
+    return fields

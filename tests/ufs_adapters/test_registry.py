@@ -6,7 +6,8 @@ import pytest
 
 from ufs_adapters.local import LocalAdapter
 from ufs_adapters.registry import normalize_options, open_adapter, scheme_of
-from ufs_adapters.s3 import S3Adapter, parse_s3_uri
+from ufs_adapters.s3 import S3Adapter
+from ufs_adapters.s3_options import parse_s3_uri
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ from ufs_adapters.base import (
     Unavailable,
     WriteMeta,
 )
-from ufs_adapters.s3 import S3Adapter, _translated, translate_error
+from ufs_adapters.s3 import S3Adapter
+from ufs_adapters.s3_errors import translate_error, translated
 
 
 def options(endpoint: str) -> dict[str, str]:
@@ -117,7 +118,7 @@ def test_error_table(code: str, status: int, expected: type[UfsError], throttled
     response: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
     exc = ClientError(response, "Op")
     with pytest.raises(expected) as raised:
-        with _translated("some/key"):
+        with translated("some/key"):
             raise exc
     assert type(raised.value) is expected or expected is UfsError
     assert raised.value.__cause__ is exc and raised.value.path == "some/key"
