@@ -830,6 +830,9 @@ class AzureBlobAdapter:
     ) -> tuple[ObjectInfo, bytes]:
         return await read_head_in_two(self, path, length, start)
 
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        raise NotSupported(path, "Azure blobs do not keep the sizes of the parts they were uploaded in")
+
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         name = self._name(path)
         start, end = max(opts.start, 0), opts.end

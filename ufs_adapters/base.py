@@ -192,6 +192,12 @@ class UfsAdapter(Protocol):
         of its response for that read (S3: one GET for a whole cold read, or a whole range)."""
         ...
 
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        """Bytes [start, end) of part `part_number` of the multipart object whose version is
+        `etag` (GetObject ?partNumber=N). PreconditionFailed if the object is no longer that
+        version; NotSupported where the store does not keep the parts' sizes."""
+        ...
+
     async def list_objects(
         self, prefix: str, *, delimiter: str | None, start_after: str | None, limit: int
     ) -> ListPage:

@@ -69,6 +69,9 @@ class Instrumented:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._count("stat", self.inner.stat(path))
 
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        return await self._count("stat", self.inner.part_range(path, part_number, etag))
+
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         stream = self.inner.read(path, opts)
         try:

@@ -418,6 +418,9 @@ class Limited:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._run(self.inner.stat(path))
 
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        return await self._run(self.inner.part_range(path, part_number, etag))
+
     async def read_head(
         self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
     ) -> tuple[ObjectInfo, bytes]:

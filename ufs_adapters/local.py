@@ -77,6 +77,7 @@ from .base import (
     NoSuchUpload,
     NotEmpty,
     NotFound,
+    NotSupported,
     ObjectInfo,
     PartInfo,
     PartsPage,
@@ -99,6 +100,7 @@ DIR_OBJECT = ".hoard-dirobj"  # body and metadata of the folder-marker key `dir/
 UPLOADS_DIR = ".hoard-uploads"
 UPLOAD_RECORD = "upload.json"
 META_XATTR = "user.hoard.meta"
+MAX_PART_RUNS = 64  # part sizes kept as at most this many [size, count] runs (xattrs are small)
 OPTIONS = ("staging_dir",)
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -523,14 +525,23 @@ class LocalAdapter:
         metadata: Mapping[str, str],
         parts: int | None,
         expected_size: int | None,
+        part_sizes: list[list[int]] | None = None,
     ) -> ObjectInfo:
         """fsync, store metadata, rename over the key, fsync the directory. Ordered for crashes:
-        the key only ever names a complete file that already carries its metadata."""
+        the key only ever names a complete file that already carries its metadata. `part_sizes`:
+        a multipart object's part sizes as runs of [size, count] (part_range)."""
         os.fsync(temp.fd)
         st = os.fstat(temp.fd)
         if expected_size is not None and st.st_size != expected_size:
             raise BadDigest(key, f"expected {expected_size} bytes, received {st.st_size}")
-        record = {"etag": etag, "content_type": content_type, "metadata": dict(metadata), "parts": parts}
+        record: dict[str, Any] = {
+            "etag": etag,
+            "content_type": content_type,
+            "metadata": dict(metadata),
+            "parts": parts,
+        }
+        if part_sizes is not None and len(part_sizes) <= MAX_PART_RUNS:
+            record["part_sizes"] = part_sizes
         self._write_meta(key, temp.fd, st, record)
         info, _ = self._info(key, temp.fd, st)  # read back: write, HEAD, GET and LIST agree
         temp.close()
@@ -578,6 +589,31 @@ class LocalAdapter:
         self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
     ) -> tuple[ObjectInfo, bytes]:
         return await read_head_in_two(self, path, length, start)
+
+    def _part_range_sync(self, k: _Key, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        fd, info, _ = self._open_object(k)
+        try:
+            if info.etag != unquote_etag(etag):
+                raise PreconditionFailed(path, f"ETag is {info.etag!r}, not {etag!r}")
+            runs = _part_runs(self._read_meta(fd, os.fstat(fd)))
+        finally:
+            os.close(fd)
+        if runs is None:
+            raise NotSupported(path, "the sizes of this object's parts were not kept")
+        start, number = 0, 1
+        for size, count in runs:
+            if part_number < number + count:
+                start += (part_number - number) * size
+                return start, start + size
+            start += size * count
+            number += count
+        raise InvalidPart(path, f"part {part_number} of {number - 1}")
+
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        """From the part sizes kept (as runs) in the object's xattr record at its completion."""
+        return await self._run(
+            path, partial(self._part_range_sync, _parse_key(path), path, part_number, etag)
+        )
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         k = _parse_key(path)
@@ -776,9 +812,11 @@ class LocalAdapter:
         try:
             temp = self._prepare_write(dst)
             try:
+                part_sizes = None
                 if stored:  # the stored content hash stays true for a byte-for-byte copy
                     _copy_fd(fd, temp.fd, info.size)
                     etag, parts = info.etag, info.parts_count
+                    part_sizes = _part_runs(self._read_meta(fd, os.fstat(fd)))
                 else:
                     digest = hashlib.md5()
                     offset = 0
@@ -789,7 +827,7 @@ class LocalAdapter:
                 content_type, metadata = (
                     (info.content_type, info.metadata) if meta is None else (meta.content_type, meta.metadata)
                 )
-                return self._commit(dst.key, temp, etag, content_type, metadata, parts, None)
+                return self._commit(dst.key, temp, etag, content_type, metadata, parts, None, part_sizes)
             except BaseException:
                 temp.discard()
                 raise
@@ -1039,7 +1077,15 @@ class LocalAdapter:
                     _copy_fd(part.fileno(), temp.fd, info.size)
             etag = composite_etag(info.etag for info in infos)
             metadata = record.get("metadata") or {}
-            result = self._commit(k.key, temp, etag, record.get("content_type"), metadata, len(infos), None)
+            runs: list[list[int]] = []
+            for info in infos:
+                if runs and runs[-1][0] == info.size:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([info.size, 1])
+            result = self._commit(
+                k.key, temp, etag, record.get("content_type"), metadata, len(infos), None, runs
+            )
         except BaseException:
             temp.discard()
             raise
@@ -1144,3 +1190,13 @@ class LocalAdapter:
 
     async def check(self) -> None:
         await self._run(self.root, self._check_sync)
+
+
+def _part_runs(record: Mapping[str, Any] | None) -> list[list[int]] | None:
+    """The [size, count] runs of a record's part sizes, if it has well-formed ones."""
+    runs = record.get("part_sizes") if record is not None else None
+    if not isinstance(runs, list) or not all(
+        isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and x >= 0 for x in r) for r in runs
+    ):
+        return None
+    return [[int(size), int(count)] for size, count in runs]

@@ -374,6 +374,9 @@ class Resilient:
     async def stat(self, path: str) -> ObjectInfo:
         return await self._idempotent("stat", path, lambda: self.inner.stat(path))
 
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        return await self._idempotent("stat", path, lambda: self.inner.part_range(path, part_number, etag))
+
     async def read_head(
         self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
     ) -> tuple[ObjectInfo, bytes]:

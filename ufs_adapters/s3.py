@@ -40,7 +40,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import tempfile
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
@@ -220,6 +222,8 @@ class S3Adapter:
         self._spool_dir = spool_dir
         # The rest of read_head responses, by (key, etag, offset): see read_head.
         self._parked: dict[tuple[str, str, int], _Parked] = {}
+        # (key, ETag) -> {part number: its bytes [start, end)}, as far as part_range learnt them.
+        self._known_parts: OrderedDict[tuple[str, str], dict[int, tuple[int, int]]] = OrderedDict()
         self._closing: set[asyncio.Future[Any]] = set()
 
     @classmethod
@@ -354,6 +358,41 @@ class S3Adapter:
         head = await self._call(path, self._client.head_object(Bucket=self.bucket, Key=key))
         self._sdk_answered(direct)
         return self._info(path, head)
+
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        """HEAD ?partNumber=N: S3 answers with the part's Content-Range and the object's ETag. A
+        store that gives no Content-Range (moto gives the part's length and ETag) costs a HEAD of
+        each part up to N not yet known, and one of the object, whose ETag confirms that every
+        size came from the version asked about. Parts once placed are remembered (per version,
+        for PART_SIZES_KEPT objects): a part read again costs no request."""
+        key = self._key(path)
+        known = self._known_parts.pop((key, etag), {})
+        self._known_parts[(key, etag)] = known
+        while len(self._known_parts) > PART_SIZES_KEPT:
+            self._known_parts.popitem(last=False)
+        if part_number in known:
+            return known[part_number]
+        head = await self._head_part(path, key, part_number)
+        span = _span_of(head.get("ContentRange") or "")
+        if span is None or unquote_etag(head.get("ETag", "")) != unquote_etag(etag):
+            start = 0
+            for number in range(1, part_number):
+                if number not in known:
+                    size = (await self._head_part(path, key, number)).get("ContentLength", 0)
+                    known[number] = (start, start + size)
+                start = known[number][1]
+            whole = await self._call(path, self._client.head_object(Bucket=self.bucket, Key=key))
+            if unquote_etag(whole.get("ETag", "")) != unquote_etag(etag):
+                self._known_parts.pop((key, etag), None)
+                raise PreconditionFailed(path, f"ETag is {whole.get('ETag')!r}, not {etag!r}")
+            span = (start, start + head.get("ContentLength", 0))
+        known[part_number] = span
+        return span
+
+    async def _head_part(self, path: str, key: str, number: int) -> HeadObjectOutputTypeDef:
+        return await self._call(
+            path, self._client.head_object(Bucket=self.bucket, Key=key, PartNumber=number)
+        )
 
     async def read_head(
         self, path: str, length: int, *, start: int = 0, more: bool = False, end: int | None = None
@@ -841,6 +880,15 @@ async def _chunks(path: str, stream: _Readable, size: int | None = None) -> Asyn
         if left is not None:
             left -= len(chunk)
         yield chunk
+
+
+PART_SIZES_KEPT = 256  # object versions whose parts part_range remembers
+
+
+def _span_of(content_range: str) -> tuple[int, int] | None:
+    """`bytes a-b/total` -> (a, b + 1)."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range.strip())
+    return (int(m[1]), int(m[2]) + 1) if m else None
 
 
 HEAD_PARK = 5.0  # seconds the rest of a read_head response waits for the read that continues it

@@ -51,6 +51,10 @@ class CountingAdapter:
         self.calls["stat"] += 1
         return await self.inner.stat(path)
 
+    async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
+        self.calls["part_range"] += 1
+        return await self.inner.part_range(path, part_number, etag)
+
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         self.calls["read"] += 1
         self.reads.append((path, opts.start, opts.end, opts.if_match))

@@ -13,10 +13,12 @@ import pytest
 
 from tests.ufs_adapters.conformance import CASES, Case, body, get, list_all, md5, put
 from ufs_adapters.base import (
+    MIN_PART_SIZE,
     BadDigest,
     InvalidPath,
     NoSuchUpload,
     NotFound,
+    NotSupported,
     PreconditionFailed,
     ReadOptions,
     WriteMeta,
@@ -344,6 +346,26 @@ async def test_reads_stream_in_chunks(ufs: LocalAdapter) -> None:
 
 
 # --- multipart ----------------------------------------------------------------------------------
+
+
+async def test_part_sizes_are_kept_as_runs_in_the_xattr(ufs: LocalAdapter, root: Path) -> None:
+    """complete_multipart keeps the parts' sizes (equal neighbours as one [size, count] run) for
+    part_range; an object completed without them (an older Hoard) answers NotSupported."""
+    size = MIN_PART_SIZE
+    parts = [os.urandom(size), os.urandom(size), os.urandom(size), os.urandom(10)]
+    upload_id = await ufs.create_multipart("runs", WriteMeta())
+    for number, data in enumerate(parts, 1):
+        await ufs.upload_part("runs", upload_id, number, body(data), size=len(data))
+    info = await ufs.complete_multipart("runs", upload_id, [(n, md5(d)) for n, d in enumerate(parts, 1)])
+    record = json.loads(os.getxattr(root / "runs", "user.hoard.meta"))
+    assert record["part_sizes"] == [[size, 3], [10, 1]]
+    assert await ufs.part_range("runs", 3, info.etag) == (2 * size, 3 * size)
+    assert await ufs.part_range("runs", 4, info.etag) == (3 * size, 3 * size + 10)
+    del record["part_sizes"]
+    os.setxattr(root / "runs", "user.hoard.meta", json.dumps(record).encode())
+    assert (await ufs.stat("runs")).etag == info.etag  # the record still describes the file
+    with pytest.raises(NotSupported):
+        await ufs.part_range("runs", 1, info.etag)
 
 
 async def test_multipart_staging_is_hidden_and_paged(ufs: LocalAdapter, root: Path) -> None:

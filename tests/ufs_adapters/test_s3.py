@@ -218,6 +218,35 @@ async def test_large_write_goes_multipart(ufs: S3Adapter, s3: Any) -> None:
         await ufs.stat("short")
 
 
+async def test_part_range_adds_up_part_sizes_once_per_version(
+    ufs: S3Adapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto answers HEAD ?partNumber=N without a Content-Range: the part's place is the sum of
+    the sizes before it, each asked once, and a HEAD of the object confirms the version. What was
+    learnt is kept: a part asked again, or an earlier one, costs no request."""
+    ufs.part_size = MIN_PART_SIZE
+    data = os.urandom(3 * MIN_PART_SIZE + 10)
+    info = await ufs.write("parts", body(data), size=None, meta=WriteMeta())
+    heads: list[int | None] = []
+    real = ufs.client.head_object
+
+    async def counted(**kwargs: Any) -> Any:
+        heads.append(kwargs.get("PartNumber"))
+        return await real(**kwargs)
+
+    monkeypatch.setattr(ufs.client, "head_object", counted)
+    edge = MIN_PART_SIZE
+    assert await ufs.part_range("parts", 3, info.etag) == (2 * edge, 3 * edge)
+    assert heads == [3, 1, 2, None]
+    assert await ufs.part_range("parts", 4, info.etag) == (3 * edge, 3 * edge + 10)
+    assert heads[4:] == [4, None]  # parts 1-3 known: their sizes are not asked again
+    heads.clear()
+    for n in (1, 3, 4):
+        await ufs.part_range("parts", n, info.etag)
+    assert heads == []
+    assert s3_module._span_of("bytes 5-9/20") == (5, 10) and s3_module._span_of("bytes */20") is None
+
+
 async def test_cancelled_write_aborts_its_upload(ufs: S3Adapter) -> None:
     ufs.part_size = MIN_PART_SIZE
     await put(ufs, "k", b"old")

@@ -57,9 +57,16 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     revalidate, no_store = cache_control(req.headers)
     # A cold GET may take its bytes with the metadata (one UFS request, not a HEAD and a GET).
-    prefetch = range_bounds(req.headers.get("range")) if req.method == "GET" and not no_store else None
+    # (Not for ?partNumber=N: where part N starts is not known yet.)
+    reads = req.method == "GET" and not no_store and "partNumber" not in req.query
+    prefetch = range_bounds(req.headers.get("range")) if reads else None
     info = await stat_object(req, svc, mount, path, revalidate=revalidate, prefetch=prefetch)
-    status, headers, start, end = _object_headers(req, info)
+    try:
+        span = await _part_span(req, mount, path, info)
+    except PreconditionFailed:  # changed at the UFS since we last looked: look again, once
+        info = await stat_object(req, svc, mount, path, revalidate=True)
+        span = await _part_span(req, mount, path, info)
+    status, headers, start, end = _object_headers(req, info, span)
     if req.method == "HEAD" or end <= start:
         cached, total = await svc.cache.coverage(mount.source, info, 0, info.size)
         headers.append((b"x-cache", _outcome(cached, total)))
@@ -76,7 +83,7 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
             if attempt == 2:
                 raise
             info = await stat_object(req, svc, mount, path, revalidate=True)
-            status, headers, start, end = _object_headers(req, info)
+            status, headers, start, end = _object_headers(req, info, await _part_span(req, mount, path, info))
             continue
         break
     page = svc.cache.settings.page_size
@@ -107,31 +114,51 @@ async def head_object(req: S3Request, svc: Services) -> S3Response:
     return await get_object(req, svc)  # HEAD sends the same headers and no body
 
 
-def _object_headers(req: S3Request, info: ObjectInfo) -> tuple[int, Headers, int, int]:
-    """Preconditions, then (status, headers, start, end) of the bytes to send."""
+async def _part_span(req: S3Request, mount: Mount, path: str, info: ObjectInfo) -> tuple[int, int] | None:
+    """GetObject ?partNumber=N: the bytes of part N (the whole object is part 1 of 1), asked of
+    the UFS for a multipart object; None without the parameter."""
+    part = req.query.get("partNumber")
+    if part is None:
+        return None
+    if not part.isdigit() or not 1 <= int(part) <= 10000:
+        raise S3Error(
+            errors.INVALID_ARGUMENT,
+            "Part number must be an integer between 1 and 10000.",
+            resource=req.resource,
+        )
+    if req.headers.get("range") is not None:
+        raise S3Error(
+            errors.INVALID_REQUEST,
+            "Cannot specify both Range header and partNumber query parameter.",
+            resource=req.resource,
+        )
+    if int(part) > (info.parts_count or 1):
+        raise S3Error(errors.INVALID_PART_NUMBER, resource=req.resource)
+    if (info.parts_count or 1) == 1:
+        return 0, info.size
+    start, end = await mount.source.adapter.part_range(path, int(part), info.etag)
+    if not 0 <= start <= end <= info.size:  # a store's answer that does not fit the object
+        raise PreconditionFailed(path, f"part {part} is bytes {start}-{end} of a {info.size}-byte object")
+    return start, end
+
+
+def _object_headers(
+    req: S3Request, info: ObjectInfo, span: tuple[int, int] | None = None
+) -> tuple[int, Headers, int, int]:
+    """Preconditions, then (status, headers, start, end) of the bytes to send; `span`: the part
+    a GetObject ?partNumber=N asked for (_part_span)."""
     pre = Preconditions.parse(req.headers)
     if pre is not None:
         pre.check(info.etag, info.last_modified, resource=req.resource)
     headers = object_headers(info)
     status = 200
     start, end = 0, info.size
-    part = req.query.get("partNumber")
-    if part is not None:
-        if not part.isdigit() or not 1 <= int(part) <= 10000:
-            raise S3Error(
-                errors.INVALID_ARGUMENT,
-                "Part number must be an integer between 1 and 10000.",
-                resource=req.resource,
-            )
-        if (info.parts_count or 1) > 1:  # every adapter reports the parts of a multipart object
-            raise S3Error(
-                errors.NOT_IMPLEMENTED,
-                "GetObject by partNumber of a multipart object is not supported; use Range.",
-                resource=req.resource,
-            )
-        if int(part) != 1:
-            raise S3Error(errors.INVALID_PART_NUMBER, resource=req.resource)
-        headers.append((b"x-amz-mp-parts-count", b"1"))
+    if span is not None:
+        count = info.parts_count or 1
+        if count > 1:
+            status, (start, end) = 206, span
+            headers.append((b"content-range", f"bytes {start}-{end - 1}/{info.size}".encode()))
+        headers.append((b"x-amz-mp-parts-count", str(count).encode()))
     else:
         rng = parse_range(req.headers.get("range"), info.size, req.resource)
         if rng is not None:
