@@ -61,11 +61,13 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
     reads = req.method == "GET" and not no_store and "partNumber" not in req.query
     prefetch = range_bounds(req.headers.get("range")) if reads else None
     info = await stat_object(req, svc, mount, path, revalidate=revalidate, prefetch=prefetch)
-    try:
-        span = await _part_span(req, mount, path, info)
-    except PreconditionFailed:  # changed at the UFS since we last looked: look again, once
-        info = await stat_object(req, svc, mount, path, revalidate=True)
-        span = await _part_span(req, mount, path, info)
+    span = None
+    if "partNumber" in req.query:  # (no await on the hit path without it)
+        try:
+            span = await _part_span(req, mount, path, info)
+        except PreconditionFailed:  # changed at the UFS since we last looked: look again, once
+            info = await stat_object(req, svc, mount, path, revalidate=True)
+            span = await _part_span(req, mount, path, info)
     status, headers, start, end = _object_headers(req, info, span)
     if req.method == "HEAD" or end <= start:
         cached, total = await svc.cache.coverage(mount.source, info, 0, info.size)
@@ -83,7 +85,9 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
             if attempt == 2:
                 raise
             info = await stat_object(req, svc, mount, path, revalidate=True)
-            status, headers, start, end = _object_headers(req, info, await _part_span(req, mount, path, info))
+            if span is not None:
+                span = await _part_span(req, mount, path, info)
+            status, headers, start, end = _object_headers(req, info, span)
             continue
         break
     page = svc.cache.settings.page_size
