@@ -831,7 +831,24 @@ class AzureBlobAdapter:
         return await read_head_in_two(self, path, length, start)
 
     async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
-        raise NotSupported(path, "Azure blobs do not keep the sizes of the parts they were uploaded in")
+        """From the committed block list: each block id names its upload part (_BlockId), so the
+        blocks before part N's first add up to where it starts. The blob's version is checked
+        before and after (the block list takes no condition)."""
+        await self._check_version(path, etag)
+        committed, _ = await self._call(path, self._blob(self._name(path)).get_block_list("committed"))
+        await self._check_version(path, etag)
+        start = end = 0
+        for block in committed:
+            parsed = _BlockId.parse(block.id)
+            if parsed is None:
+                raise NotSupported(path, "the blob's blocks do not name the parts they came from")
+            if parsed.part < part_number:
+                start += block.size or 0
+            elif parsed.part == part_number:
+                end += block.size or 0
+        if end == 0:
+            raise NotSupported(path, f"no blocks of part {part_number}")
+        return start, start + end
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
         name = self._name(path)
