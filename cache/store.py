@@ -18,9 +18,10 @@ then, inside the index's write transaction, renamed into place and given its row
 at worst a file without a row (removed by `recover` at the next start) or, after a power loss
 with fsync off, a torn file under a row (caught by the checksum on read, dropped as `corrupt`).
 Pages larger than INLINE_MAX are written with O_DIRECT (`direct_io`, on by default): on the
-development VM a buffered write cost 1.9 s of CPU per GB (the copy into, and the allocation of,
-page-cache memory), an O_DIRECT one 0.12 (`dd`), and Hoard's cold read of 64 MiB objects went from
-4.1 to 1.9 s of CPU per GB (bench/README.md). The first hit of such a page reads it from the disk.
+development VM a buffered page write cost 0.8-2.0 s of CPU per GB (the copy into, and the
+allocation of, page-cache memory), an O_DIRECT one 0.4-0.65 (bench/disk_write.py), and Hoard's cold
+read of 64 MiB objects went from 4.1 to 1.9 s of CPU per GB (bench/README.md). The first hit of such
+a page reads it from the disk, and fills go no faster than the disk writes.
 Evictions delete the row and unlink the file inside one write transaction, so no writer can put
 the same key back between the two steps. Page rows are group-committed: writers whose files are
 written while a transaction is open share the next one (`_commit`).
