@@ -419,11 +419,14 @@ class LocalAdapter:
             raise
 
     @classmethod
-    def _info(cls, key: str, target: int | str, st: os.stat_result) -> tuple[ObjectInfo, bool]:
-        """(info, whether the ETag is the stored content hash rather than the fallback)."""
+    def _info(
+        cls, key: str, target: int | str, st: os.stat_result
+    ) -> tuple[ObjectInfo, dict[str, Any] | None]:
+        """(info, the stored record it came from; None: no record, the ETag is the fallback one
+        rather than the stored content hash)."""
         record = cls._read_meta(target, st)
         if record is None:
-            return ObjectInfo(key, st.st_size, _fallback_etag(st), _mtime(st.st_mtime_ns)), False
+            return ObjectInfo(key, st.st_size, _fallback_etag(st), _mtime(st.st_mtime_ns)), None
         parts = record.get("parts")
         info = ObjectInfo(
             path=key,
@@ -434,20 +437,20 @@ class LocalAdapter:
             metadata={str(k): str(v) for k, v in record.get("metadata", {}).items()},
             parts_count=parts if isinstance(parts, int) else None,
         )
-        return info, True
+        return info, record
 
-    def _open_object(self, k: _Key) -> tuple[int, ObjectInfo, bool]:
+    def _open_object(self, k: _Key) -> tuple[int, ObjectInfo, dict[str, Any] | None]:
         # O_NONBLOCK: a FIFO planted under the root must not hang a worker thread.
         fd = os.open(self._object_path(k), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             if not st_mode.S_ISREG(st.st_mode):
                 raise NotFound(k.key, "a folder, not an object")
-            info, stored = self._info(k.key, fd, st)
+            info, record = self._info(k.key, fd, st)
         except BaseException:
             os.close(fd)
             raise
-        return fd, info, stored
+        return fd, info, record
 
     def _stat_sync(self, k: _Key) -> ObjectInfo:
         fd, info, _ = self._open_object(k)
@@ -591,13 +594,11 @@ class LocalAdapter:
         return await read_head_in_two(self, path, length, start)
 
     def _part_range_sync(self, k: _Key, path: str, part_number: int, etag: str) -> tuple[int, int]:
-        fd, info, _ = self._open_object(k)
-        try:
-            if info.etag != unquote_etag(etag):
-                raise PreconditionFailed(path, f"ETag is {info.etag!r}, not {etag!r}")
-            runs = _part_runs(self._read_meta(fd, os.fstat(fd)))
-        finally:
-            os.close(fd)
+        fd, info, record = self._open_object(k)
+        os.close(fd)
+        if info.etag != unquote_etag(etag):
+            raise PreconditionFailed(path, f"ETag is {info.etag!r}, not {etag!r}")
+        runs = _part_runs(record)
         if runs is None:
             raise NotSupported(path, "the sizes of this object's parts were not kept")
         start, number = 0, 1
@@ -808,15 +809,15 @@ class LocalAdapter:
     # --- copy and delete ----------------------------------------------------------------------
 
     def _copy_sync(self, src: _Key, dst: _Key, meta: WriteMeta | None) -> ObjectInfo:
-        fd, info, stored = self._open_object(src)
+        fd, info, record = self._open_object(src)
         try:
             temp = self._prepare_write(dst)
             try:
                 part_sizes = None
-                if stored:  # the stored content hash stays true for a byte-for-byte copy
+                if record is not None:  # the stored content hash stays true for a byte-for-byte copy
                     _copy_fd(fd, temp.fd, info.size)
                     etag, parts = info.etag, info.parts_count
-                    part_sizes = _part_runs(self._read_meta(fd, os.fstat(fd)))
+                    part_sizes = _part_runs(record)
                 else:
                     digest = hashlib.md5()
                     offset = 0

@@ -414,11 +414,11 @@ class S3Adapter:
             fields, body = await self._get(path, {"Bucket": self.bucket, "Key": key, "Range": wanted})
         except RangeNotSatisfiable:
             return await self.stat(path), b""  # no byte `start`: past the end (or an empty object)
-        content_range = fields.get("ContentRange") or ""
+        content_range = _CONTENT_RANGE.fullmatch((fields.get("ContentRange") or "").strip())
         stream = await body.__aenter__()
         parked = False
         try:
-            if start and not content_range.startswith(f"bytes {start}-"):
+            if start and (content_range is None or int(content_range[1]) != start):
                 # A store that ignored the Range (a 200 from byte 0): not the bytes asked for.
                 return await read_head_in_two(self, path, length, start)
             parts: list[bytes] = []
@@ -432,8 +432,8 @@ class S3Adapter:
                 got += len(chunk)
             data = parts[0] if len(parts) == 1 else b"".join(parts)
             total = fields.get("ContentLength", 0)
-            if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
-                total = int(content_range.rsplit("/", 1)[1])
+            if content_range is not None and content_range[3] != "*":
+                total = int(content_range[3])
             info = self._info(path, cast("HeadObjectOutputTypeDef", {**fields, "ContentLength": total}))
             stop = total if last < 0 else min(last + 1, total)  # where the response ends
             if more and got == length and start + length < stop:
@@ -885,9 +885,12 @@ async def _chunks(path: str, stream: _Readable, size: int | None = None) -> Asyn
 PART_SIZES_KEPT = 256  # object versions whose parts part_range remembers
 
 
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")  # first, last, total (or *)
+
+
 def _span_of(content_range: str) -> tuple[int, int] | None:
     """`bytes a-b/total` -> (a, b + 1)."""
-    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range.strip())
+    m = _CONTENT_RANGE.fullmatch(content_range.strip())
     return (int(m[1]), int(m[2]) + 1) if m else None
 
 
