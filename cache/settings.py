@@ -31,7 +31,7 @@ class CacheSettings:
     # into, and no allocation of, page-cache memory: bench/README.md) and does not push hot pages
     # out of memory; the first hit of a page reads it from the disk.
     direct_io: bool = True
-    threads: int = 8  # disk threads
+    threads: int = 8  # threads reading pages that are not in memory (the index has its own two)
     writers: int = 8  # page writes in flight at most
     # When all writers are busy: True makes the fill wait (its UFS stream pauses, every page gets
     # cached); False serves the page without storing it, so cold reads never wait for a cache

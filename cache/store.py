@@ -6,7 +6,12 @@ Layout under the cache directory:
     index.sqlite3.lock     flock that queues writers of every process (PageIndex.transaction)
     pages/ab/<name>        one file per page: HEADER + data, name = PageKey.name (hex), under
                            one of 256 directories (LAYOUT)
-    tmp/<name>.<pid>.<tid> pages being written
+    pages/ab/<name>.<pid>.<tid>.tmp
+                           a page being written, beside its final name: the rename into place
+                           then locks one directory, not two and the file system's rename
+                           mutex, and creating it locks one of 256 directories, not one shared
+                           by every writer (perf: 5% of a cold read's CPU was writers spinning on
+                           that lock, bench/README.md)
 
 A page file is self-describing: its header holds a magic, the CRC-32 and length of the data and
 the time it was stored. That makes the hit path one thread hop with no index query: open the file
@@ -74,6 +79,8 @@ _SLOW = object()
 DIRECT = getattr(os, "O_DIRECT", 0)
 DIRECT_ALIGN = 4096  # O_DIRECT buffers, offsets and lengths: a multiple of any disk's block size
 TMP_MAX_AGE = 600.0  # a temporary file this old belongs to a writer that died
+TMP_SUFFIX = ".tmp"  # a page file being written: <name>.<pid>.<tid>.tmp
+INDEX_THREADS = 2  # the index's threads: one may drain the write lane while another looks up
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
 COMMIT_BATCH = 64  # page rows per group-commit transaction
 # Page files sit one directory level down, pages/ab/<name> (256 directories: a million pages are
@@ -99,16 +106,40 @@ class PageMeta:
 
 
 @dataclass(slots=True)
+class _Queued:
+    """A page waiting for the write lane, and the future its writer awaits."""
+
+    key: PageKey
+    data: bytes
+    meta: PageMeta
+    fut: asyncio.Future[bool]
+
+
+_Outcome = tuple[asyncio.Future[bool], bool, Exception | None]  # a page write's future and result
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """On the event loop: hand a lane batch's outcomes to their writers."""
+    for fut, stored, error in outcomes:
+        if fut.done():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(stored)
+
+
+@dataclass(slots=True)
 class _Pending:
-    """A page whose file is written (at `tmp`) and waits for its row in a group commit."""
+    """A page whose file is written (at `tmp`) and waits for its row in the lane's transaction."""
 
     key: PageKey
     tmp: str
     size: int  # file bytes, header included
     meta: PageMeta
     now: float
-    done: bool = False
     stored: bool = False
+    moved: bool = False  # renamed into place (so its writer has no temporary file to remove)
     error: Exception | None = None
 
 
@@ -154,10 +185,18 @@ class PageStore:
         self._touches: dict[str, float] = {}
         self._inline_head = bytearray(HEADER.size)  # _read_inline's, reused (event loop only)
         self._inline_extra = bytearray(1)
-        self._pending: list[_Pending] = []  # group commit: pages whose rows wait for a transaction
-        self._committing = False
-        self._commit_cv = threading.Condition()
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hoard-pages")
+        # The write lane (write_soon): pages waiting for it, and whether a thread is draining them.
+        self._queued: list[_Queued] = []
+        self._lane_busy = False
+        self._lane_lock = threading.Lock()
+        # Two pools. The index's: lookups, drops and the write lane, in INDEX_THREADS threads, so
+        # that a lookup need not wait for a lane's batch. And the page readers': a hit whose page
+        # is not in memory, `threads` at once, as the disk takes many reads in parallel. Every
+        # thread more that wakes per request costs CPU (the GIL, and SQLite connections whose
+        # caches the others' commits invalidate), so the index work that every cold read does
+        # stays in two threads.
+        self._executor = ThreadPoolExecutor(max_workers=INDEX_THREADS, thread_name_prefix="hoard-index")
+        self._readers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hoard-pages")
         self._index: PageIndex | None = None
 
     @classmethod
@@ -190,13 +229,18 @@ class PageStore:
             await store._run(store._open_sync, policy)
         except BaseException:
             store._executor.shutdown(wait=False)
+            store._readers.shutdown(wait=False)
             raise
         return store
 
     # -- plumbing
 
     def _run(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """`fn(*args)` in an index thread."""
         return asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    def _read_in_thread(self, key: PageKey, length: int, ttl: float | None) -> asyncio.Future[bytes | None]:
+        return asyncio.get_running_loop().run_in_executor(self._readers, self._read_sync, key, length, ttl)
 
     @property
     def index(self) -> PageIndex:
@@ -213,7 +257,6 @@ class PageStore:
 
     def _open_sync(self, policy: Policy | None) -> None:
         os.makedirs(self._pages_dir, exist_ok=True)
-        os.makedirs(self._tmp_dir, exist_ok=True)
         self._index = PageIndex(os.path.join(self.directory, "index.sqlite3"))
         stored = self.index.setting("page_size")
         if stored is not None and int(stored) != self.page_size:
@@ -274,11 +317,16 @@ class PageStore:
                 " WHERE quota_owner IS NOT NULL GROUP BY quota_owner"
             )
 
-    def _files_sorted(self) -> Iterator[str]:
+    def _files_sorted(self, now: float) -> Iterator[str]:
+        """Page file names in order; temporary files of dead writers are removed on the way."""
         for top in sorted(os.listdir(self._pages_dir)):
             top_dir = os.path.join(self._pages_dir, top)
             if os.path.isdir(top_dir):
-                yield from sorted(os.listdir(top_dir))
+                for name in sorted(os.listdir(top_dir)):
+                    if name.endswith(TMP_SUFFIX):
+                        _remove_if_dead(os.path.join(top_dir, name), name, now)
+                    else:
+                        yield name
 
     def _recover_sync(self) -> None:
         """Make files and rows agree after a crash: remove files without rows, rows without files,
@@ -289,11 +337,10 @@ class PageStore:
         again inside a write transaction, where no writer is between its rename and its row.
         """
         now = time.time()
-        for entry in os.scandir(self._tmp_dir):
-            with contextlib.suppress(OSError):
-                if now - entry.stat().st_mtime > TMP_MAX_AGE or not _pid_alive(entry.name):
-                    os.unlink(entry.path)
-        files, rows = self._files_sorted(), self.index.names_sorted()
+        if os.path.isdir(self._tmp_dir):  # where caches written before 2026-11-26 kept them
+            for entry in os.scandir(self._tmp_dir):
+                _remove_if_dead(entry.path, entry.name, now)
+        files, rows = self._files_sorted(now), self.index.names_sorted()
         orphans: list[str] = []  # files without rows
         missing: list[str] = []  # rows without files
         file, row = next(files, None), next(rows, None)
@@ -336,7 +383,7 @@ class PageStore:
                 done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
                 done.set_result(cast("bytes | None", data))
                 return done
-        return self._run(self._read_sync, key, length, ttl)
+        return self._read_in_thread(key, length, ttl)
 
     def _read_inline(self, key: PageKey, length: int, ttl: float | None) -> object:
         """The common case of `_read_sync` without its slow branches: a whole, fresh page (bytes)
@@ -377,7 +424,7 @@ class PageStore:
         return data
 
     async def read(self, key: PageKey, length: int, ttl: float | None = None) -> bytes | None:
-        return await self._run(self._read_sync, key, length, ttl)
+        return await self._read_in_thread(key, length, ttl)
 
     def _read_sync(self, key: PageKey, length: int, ttl: float | None) -> bytes | None:
         """Data of the page if its file is whole: header magic, length `length`, file size and
@@ -452,18 +499,91 @@ class PageStore:
 
     async def write(self, key: PageKey, data: bytes, meta: PageMeta) -> bool:
         """Store a page; False if it found no room (it is then simply not cached)."""
-        return await self._run(self._write_sync, key, data, meta)
+        return await self.write_soon(key, data, meta)
 
     def write_soon(self, key: PageKey, data: bytes, meta: PageMeta) -> asyncio.Future[bool]:
-        return self._run(self._write_sync, key, data, meta)
+        """Queue a page for the write lane: one disk thread at a time takes every page queued,
+        writes their files and commits their rows in one transaction (`_drain_writes`).
 
-    def _write_sync(self, key: PageKey, data: bytes, meta: PageMeta) -> bool:
+        One lane, not a write per pool thread: eight page writes at once in eight threads
+        contended for the GIL, for the group commit's condition variable (each commit woke every
+        waiting writer) and for the directories they created files in, and a cold read of a small
+        object cost more CPU the more writes ran at once (bench/cold_cpu.py, bench/README.md). A
+        lane writes about 1 GB/s of 1 MiB pages with O_DIRECT on the development VM
+        (bench/disk_write.py), more than a loopback moto serves."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        with self._lane_lock:
+            self._queued.append(_Queued(key, data, meta, fut))
+            if self._lane_busy:
+                return fut  # the lane's thread takes it with the next batch
+            self._lane_busy = True
+        self._executor.submit(self._drain_writes, loop)
+        return fut
+
+    def _drain_writes(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The write lane (a pool thread): batches of queued pages until none is left."""
+        batch: list[_Queued] = []
+        try:
+            while True:
+                with self._lane_lock:
+                    if not self._queued:
+                        self._lane_busy = False
+                        return
+                    batch = self._queued[:COMMIT_BATCH]
+                    del self._queued[:COMMIT_BATCH]
+                outcomes = self._write_batch(batch)
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, outcomes)
+        except BaseException as exc:  # a bug: fail what it held and what waits, free the lane
+            with self._lane_lock:
+                batch += self._queued
+                self._queued.clear()
+                self._lane_busy = False
+            error = exc if isinstance(exc, Exception) else RuntimeError(exc)
+            failed: list[_Outcome] = [(q.fut, False, error) for q in batch]
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, failed)
+            raise
+
+    def _write_batch(self, batch: list[_Queued]) -> list[_Outcome]:
+        """Write each page's file, then give all of them their rows in one transaction."""
+        written: list[tuple[_Queued, _Pending]] = []
+        outcomes: list[_Outcome] = []
+        for q in batch:
+            try:
+                pending = self._write_file(q.key, q.data, q.meta)
+            except Exception as exc:
+                outcomes.append((q.fut, False, exc))
+                continue
+            if pending is None:
+                outcomes.append((q.fut, False, None))
+            else:
+                written.append((q, pending))
+        try:
+            if written:
+                self._commit_batch([p for _, p in written])
+        finally:
+            for q, pending in written:
+                if not pending.moved:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(pending.tmp)
+                outcomes.append((q.fut, pending.stored, pending.error))
+        return outcomes
+
+    def _write_file(self, key: PageKey, data: bytes, meta: PageMeta) -> _Pending | None:
+        """The page's temporary file, written (and fsynced if asked); None if it cannot fit."""
         size = HEADER.size + len(data)
         if size > self.capacity or (meta.quota is not None and size > meta.quota):
             self.not_stored += 1
-            return False
+            return None
         now = self.clock()
-        tmp = os.path.join(self._tmp_dir, f"{key.name}.{os.getpid()}.{threading.get_ident()}")
+        final = self.file_of(key.name)
+        parent = os.path.dirname(final)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+        tmp = f"{final}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}"
         head = HEADER.pack(MAGIC, crc32c(data), len(data), now)
         try:
             # Small pages are written through the page cache: the copy is cheap for them, and a
@@ -478,10 +598,11 @@ class PageStore:
                     os.fsync(fd)  # the data is durable before any row can point at it
             finally:
                 os.close(fd)
-            return self._commit(_Pending(key, tmp, size, meta, now))
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            raise
+        return _Pending(key, tmp, size, meta, now)
 
     def _open_tmp(self, tmp: str, direct: bool) -> tuple[int, bool]:
         """The page's temporary file, open for O_DIRECT writes if `direct` and the file system
@@ -528,37 +649,10 @@ class PageStore:
             while written < size:
                 written += os.pwrite(fd, view[written:size], written)
 
-    def _commit(self, item: _Pending) -> bool:
-        """Group commit: the file is written; give it its row. Writers that arrive while a
-        transaction is open queue up, and the next of them commits the whole queue in one
-        transaction, so a burst of page writes costs one BEGIN/COMMIT (and one round of the lock
-        between worker processes), not one each."""
-        cv = self._commit_cv
-        with cv:
-            self._pending.append(item)
-            while not item.done:
-                if self._committing:
-                    cv.wait()
-                    continue
-                batch = self._pending[:COMMIT_BATCH]
-                del self._pending[:COMMIT_BATCH]
-                self._committing = True
-                cv.release()
-                try:
-                    self._commit_batch(batch)
-                finally:
-                    cv.acquire()
-                    self._committing = False
-                    cv.notify_all()
-        if item.error is not None:
-            raise item.error
-        return item.stored
-
     def _commit_batch(self, batch: list[_Pending]) -> None:
         """One transaction: for each page, room, rename into place and row. Sets every item's
         outcome; a failed transaction fails them all and unlinks the files it renamed. Its error
-        goes to those items only (each writer raises its own), never to the committing thread as
-        such: its own page may be in a later batch."""
+        goes to those items (each writer raises its own), not to the lane."""
         renamed: list[str] = []
         try:
             with self.index.transaction() as txn:
@@ -578,9 +672,6 @@ class PageStore:
                     item.stored, item.error = False, exc if isinstance(exc, Exception) else RuntimeError(exc)
             if not isinstance(exc, Exception):
                 raise
-        finally:
-            for item in batch:
-                item.done = True
 
     def _commit_one(self, txn: Txn, item: _Pending, renamed: list[str]) -> None:
         """The page's part of a group transaction; files it renames into place go to `renamed`."""
@@ -592,11 +683,8 @@ class PageStore:
             self.not_stored += 1
             return
         final = self.file_of(name)
-        parent = os.path.dirname(final)
-        if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
-            self._made_dirs.add(parent)
         os.replace(item.tmp, final)
+        item.moved = True
         renamed.append(final)
         txn.insert(
             PageRow(
@@ -791,6 +879,7 @@ class PageStore:
                 await self.flush()
         # Work already in the threads (say, the drop of a task cancelled at shutdown) finishes
         # first: closing the connections it is using would crash SQLite.
+        self._readers.shutdown(wait=True)
         self._executor.shutdown(wait=True)
         if self._index is not None:
             self._index.close()
@@ -808,6 +897,13 @@ def _write_all(fd: int, head: bytes, data: bytes) -> None:
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _remove_if_dead(path: str, name: str, now: float) -> None:
+    """Remove a temporary page file whose writer died (or that is older than any write takes)."""
+    with contextlib.suppress(OSError):
+        if now - os.stat(path).st_mtime > TMP_MAX_AGE or not _pid_alive(name):
+            os.unlink(path)
 
 
 def _pid_alive(tmp_name: str) -> bool:

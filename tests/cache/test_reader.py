@@ -157,12 +157,20 @@ async def test_restart_removes_orphans_and_rows_without_files(env: Env) -> None:
     orphan = env.cache_dir / "pages" / "ab" / ("abcd" + "0" * 28)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"junk")
-    tmp = env.cache_dir / "tmp" / "deadbeef.999999999.1"
-    tmp.write_bytes(b"partial")
+    # Temporary files: of a dead writer, beside its page and in the tmp/ of older caches; and of
+    # a writer that is alive (this process), which must be left alone.
+    dead = orphan.parent / ("abef" + "0" * 28 + ".999999999.1.tmp")
+    dead.write_bytes(b"partial")
+    legacy = env.cache_dir / "tmp" / "deadbeef.999999999.1"
+    legacy.parent.mkdir()
+    legacy.write_bytes(b"partial")
+    live = orphan.parent / ("abee" + "0" * 28 + f".{os.getpid()}.1.tmp")
+    live.write_bytes(b"being written")
     os.unlink(cache.store.file_of(PageKey("m1", "obj", info.etag, 0).name))
 
     cache = await env.cache()
-    assert not orphan.exists() and not tmp.exists()
+    assert not orphan.exists() and not dead.exists() and not legacy.exists()
+    assert live.exists()
     assert cache.stats().pages == 2
     assert cache.stats().used == sum(
         os.path.getsize(cache.store.file_of(PageKey("m1", "obj", info.etag, i).name)) for i in (1, 2)
