@@ -491,13 +491,19 @@ def verify(
 # --- the servers ---------------------------------------------------------------------------------
 
 
-def start_nginx(nginx: str, workdir: Path, data: Path, workers: int, probe: str) -> tuple[Server, str]:
+def start_nginx(
+    nginx: str, workdir: Path, data: Path, workers: int, probe: str, keepalive: str = "75s"
+) -> tuple[Server, str]:
+    """nginx serving `data` as static files; `keepalive` "0" closes every connection after its
+    response, as moto does."""
     prefix = workdir / "nginx"
     prefix.mkdir()
     port = free_port()
     conf = prefix / "nginx.conf"
     template = string.Template((HERE / "nginx.conf.tmpl").read_text())
-    conf.write_text(template.substitute(workers=workers, prefix=prefix, port=port, root=data))
+    conf.write_text(
+        template.substitute(workers=workers, prefix=prefix, port=port, root=data, keepalive=keepalive)
+    )
     argv = [nginx, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
     check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
