@@ -22,6 +22,10 @@ every cold read); the rate is bytes (or objects) over the wall time of the pass.
 list exactly once, and a cold read must not repeat an object. Hoard cold is compared with moto read by
 the same one-pass client, not with wrk.
 
+With `--busy-control`, moto is read directly once more per size beside busy loops that take the
+share of a core Hoard took in its cold pass: moto serves from one GIL and slows down whenever
+anything else runs, so this row is the rate a gateway that cost nothing but that CPU would get.
+
 Server CPU comes from /proc (user + system of the server's whole process tree), as in
 bench/get_throughput.py, whose functions this script imports. For Hoard cold the CPU column is
 Hoard's only; moto's CPU during that pass is printed in the details.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import math
 import os
 import platform
 import resource
@@ -46,7 +51,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -89,7 +94,7 @@ from bench.get_throughput import (
 )
 from tests.faultproxy import FaultProxy
 
-COUNTS = {"4KiB": 2000, "1MiB": 256, "64MiB": 8}
+COUNTS = {"4KiB": 4000, "1MiB": 1024, "64MiB": 16}  # a cold pass of each lasts seconds, not one
 QUICK_COUNTS = {"4KiB": 300, "1MiB": 16, "64MiB": 2}
 HOARD_WORKERS = 2
 
@@ -100,8 +105,21 @@ HITS = "Hoard hits"
 NGINX_STATIC = "nginx static"
 NGINX_PROXY = "nginx proxy_cache"
 NGINX_PROXY_COLD = "nginx proxy_cache cold, 1 pass"
-ORDER = (NGINX_STATIC, NGINX_PROXY, HITS, DIRECT_WRK, DIRECT_ONCE, NGINX_PROXY_COLD, COLD)
-RATIO_BASE = {HITS: NGINX_STATIC, COLD: DIRECT_ONCE, NGINX_PROXY_COLD: DIRECT_ONCE}
+DIRECT_BUSY = "direct UFS beside a busy loop, 1 pass"
+ORDER = (NGINX_STATIC, NGINX_PROXY, HITS, DIRECT_WRK, DIRECT_ONCE, NGINX_PROXY_COLD, COLD, DIRECT_BUSY)
+RATIO_BASE = {HITS: NGINX_STATIC, COLD: DIRECT_ONCE, NGINX_PROXY_COLD: DIRECT_ONCE, DIRECT_BUSY: DIRECT_ONCE}
+# A process that takes a share of a core (argv[1]): it spins while its CPU time is behind that share
+# of the time since it started, else sleeps 1 ms (--busy-control).
+_BUSY_LOOP = """
+import sys, time
+share, wall0, cpu0 = float(sys.argv[1]), time.monotonic(), time.process_time()
+while True:
+    if time.process_time() - cpu0 < share * (time.monotonic() - wall0):
+        for _ in range(2000):
+            pass
+    else:
+        time.sleep(0.001)
+"""
 
 
 @dataclass
@@ -558,6 +576,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also perf Hoard's workers during one more wrk run of that size's hits",
     )
     parser.add_argument(
+        "--busy-control",
+        action="store_true",
+        help="after Hoard cold, read moto directly once more beside busy loops taking as much CPU as "
+        "Hoard took: the rate a gateway whose CPU is all it costs would get",
+    )
+    parser.add_argument(
         "--drop-caches",
         action="store_true",
         help="empty the kernel's page cache before each one-pass run (root; see bench/README.md)",
@@ -577,6 +601,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.duration < 1 or args.warmup < 1 or args.connections < args.threads:
         parser.error("durations must be >= 1 s and --connections >= --threads")
     return args
+
+
+def busy_controls(
+    moto: Server, moto_base: str, cold: Sequence[Row], digests: dict[str, str], args: argparse.Namespace
+) -> list[Row]:
+    """Per size, moto read directly once more while busy loops (one per core's worth) take the CPU
+    share Hoard took in its cold pass. moto serves from one GIL, and anything else running slows
+    it; this row is the rate a gateway costing only that CPU would get, against which Hoard's
+    cold rate shows what else (its pipeline, its waits) it loses."""
+    rows: list[Row] = []
+    moto.name = "moto"
+    for row in cold:
+        share = row.m.cpu_seconds / row.m.wrk.seconds  # cores
+        loops = max(1, math.ceil(share))
+        hogs = [
+            subprocess.Popen([sys.executable, "-c", _BUSY_LOOP, f"{share / loops:.3f}"]) for _ in range(loops)
+        ]
+        try:
+            time.sleep(0.5)
+            size = row.m.size
+            paths = presigned_paths(moto_base, keys_of(size))
+            before = snapshot()
+            done = measure_one_pass(
+                moto, DIRECT_BUSY, moto_base, size, paths, digests, args.connections, None, args.drop_caches
+            )
+            busy = cpu_delta(before, snapshot(), {hog.pid for hog in hogs})
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+        m = replace(done.m, other_cpu_seconds=max(0.0, done.m.other_cpu_seconds - busy))  # not a disturbance
+        note = f"; busy loops {100 * busy / m.wrk.seconds:.0f}% of a core (Hoard took {100 * share:.0f}%)"
+        rows.append(Row(m, note))
+    return rows
 
 
 def cold_passes(
@@ -719,6 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.callback(server.stop)
         cold, scripts = cold_passes(server, COLD, base, moto, workdir, digests, args, "X-Cache")
         rows += cold
+        if args.busy_control:
+            rows += busy_controls(moto, moto_base, cold, digests, args)
         profile = ""
         if not args.cold_only:
             server.name = HITS
