@@ -82,7 +82,7 @@ TMP_MAX_AGE = 600.0  # a temporary file this old belongs to a writer that died
 TMP_SUFFIX = ".tmp"  # a page file being written: <name>.<pid>.<tid>.tmp
 INDEX_THREADS = 2  # the index's threads: one may drain the write lane while another looks up
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
-COMMIT_BATCH = 64  # page rows per group-commit transaction
+COMMIT_BATCH = 64  # pages per write-lane batch (one transaction)
 # Page files sit one directory level down, pages/ab/<name> (256 directories: a million pages are
 # 4,096 files per directory, which ext4 and XFS index). Until this layout there were two levels,
 # pages/ab/cd/<name>: up to 65,536 directories, one made (an inode allocated) for nearly every page
@@ -116,6 +116,16 @@ class _Queued:
 
 
 _Outcome = tuple[asyncio.Future[bool], bool, Exception | None]  # a page write's future and result
+
+
+def _post(outcomes: list[_Outcome]) -> None:
+    """From the lane: settle the writers' futures on their event loop (one call per loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, mine in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, mine)
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
@@ -511,17 +521,23 @@ class PageStore:
         object cost more CPU the more writes ran at once (bench/cold_cpu.py, bench/README.md). A
         lane writes about 1 GB/s of 1 MiB pages with O_DIRECT on the development VM
         (bench/disk_write.py), more than a loopback moto serves."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        queued = _Queued(key, data, meta, fut)
         with self._lane_lock:
-            self._queued.append(_Queued(key, data, meta, fut))
+            self._queued.append(queued)
             if self._lane_busy:
                 return fut  # the lane's thread takes it with the next batch
             self._lane_busy = True
-        self._executor.submit(self._drain_writes, loop)
+        try:
+            self._executor.submit(self._drain_writes)
+        except RuntimeError:  # the store is closed
+            with self._lane_lock:
+                self._queued.remove(queued)
+                self._lane_busy = False
+            raise
         return fut
 
-    def _drain_writes(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _drain_writes(self) -> None:
         """The write lane (a pool thread): batches of queued pages until none is left."""
         batch: list[_Queued] = []
         try:
@@ -532,18 +548,14 @@ class PageStore:
                         return
                     batch = self._queued[:COMMIT_BATCH]
                     del self._queued[:COMMIT_BATCH]
-                outcomes = self._write_batch(batch)
-                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, outcomes)
+                _post(self._write_batch(batch))
         except BaseException as exc:  # a bug: fail what it held and what waits, free the lane
             with self._lane_lock:
                 batch += self._queued
                 self._queued.clear()
                 self._lane_busy = False
             error = exc if isinstance(exc, Exception) else RuntimeError(exc)
-            failed: list[_Outcome] = [(q.fut, False, error) for q in batch]
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, failed)
+            _post([(q.fut, False, error) for q in batch])
             raise
 
     def _write_batch(self, batch: list[_Queued]) -> list[_Outcome]:
