@@ -10,8 +10,7 @@ Layout under the cache directory:
                            a page being written, beside its final name: the rename into place
                            then locks one directory, not two and the file system's rename
                            mutex, and creating it locks one of 256 directories, not one shared
-                           by every writer (perf: 5% of a cold read's CPU was writers spinning on
-                           that lock, bench/README.md)
+                           by every writer (perf showed writers spinning on that lock)
 
 A page file is self-describing: its header holds a magic, the CRC-32 and length of the data and
 the time it was stored. That makes the hit path one thread hop with no index query: open the file
@@ -28,8 +27,9 @@ allocation of, page-cache memory), an O_DIRECT one 0.4-0.65 (bench/disk_write.py
 read of 64 MiB objects went from 4.1 to 1.9 s of CPU per GB (bench/README.md). The first hit of such
 a page reads it from the disk, and fills go no faster than the disk writes.
 Evictions delete the row and unlink the file inside one write transaction, so no writer can put
-the same key back between the two steps. Page rows are group-committed: writers whose files are
-written while a transaction is open share the next one (`_commit`).
+the same key back between the two steps. Pages are written by one write lane per process
+(`write_soon`): the pages queued while it writes a batch make its next batch, whose rows go in
+one transaction.
 """
 
 from __future__ import annotations

@@ -53,9 +53,9 @@ def collect_less() -> None:
 
     A request allocates hundreds of short-lived tracked objects (frames, dicts, futures), so with
     CPython's 700 the collector ran every few requests and scanned the start-up's objects at every
-    older collection: `gc_collect_main` was 4-6% of a cold read's CPU (perf, 4 KiB objects), and
-    such a read cost 1,567 µs of CPU against 1,488 with this (bench/cold_cpu.py, medians of 6
-    rounds). Page buffers are bytes, which the collector does not track.
+    older collection: `gc_collect_main` was among the hottest symbols of a cold read (perf, 4 KiB
+    objects), and such a read cost 1,567 µs of CPU against 1,488 with this (bench/cold_cpu.py,
+    medians of 6 rounds). Page buffers are bytes, which the collector does not track.
     """
     gc.collect()
     gc.freeze()
