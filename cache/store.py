@@ -57,6 +57,7 @@ from ufs_adapters.base import ObjectInfo
 
 from .index import PageIndex, PageRow, Txn, Victim
 from .keys import PageKey
+from .lane import Lane
 from .policy import Policy
 from .stats import EvictionReason
 
@@ -105,38 +106,13 @@ class PageMeta:
     max_age: float | None  # revalidate after this (the stale sweep); None: immutable
 
 
-@dataclass(slots=True)
-class _Queued:
-    """A page waiting for the write lane, and the future its writer awaits."""
+@dataclass(frozen=True, slots=True)
+class _PageWrite:
+    """A page for the write lane."""
 
     key: PageKey
     data: bytes
     meta: PageMeta
-    fut: asyncio.Future[bool]
-
-
-_Outcome = tuple[asyncio.Future[bool], bool, Exception | None]  # a page write's future and result
-
-
-def _post(outcomes: list[_Outcome]) -> None:
-    """From the lane: settle the writers' futures on their event loop (one call per loop)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
-    for loop, mine in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            loop.call_soon_threadsafe(_settle, mine)
-
-
-def _settle(outcomes: list[_Outcome]) -> None:
-    """On the event loop: hand a lane batch's outcomes to their writers."""
-    for fut, stored, error in outcomes:
-        if fut.done():
-            continue
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(stored)
 
 
 @dataclass(slots=True)
@@ -195,10 +171,6 @@ class PageStore:
         self._touches: dict[str, float] = {}
         self._inline_head = bytearray(HEADER.size)  # _read_inline's, reused (event loop only)
         self._inline_extra = bytearray(1)
-        # The write lane (write_soon): pages waiting for it, and whether a thread is draining them.
-        self._queued: list[_Queued] = []
-        self._lane_busy = False
-        self._lane_lock = threading.Lock()
         # Two pools. The index's: lookups, drops and the write lane, in INDEX_THREADS threads, so
         # that a lookup need not wait for a lane's batch. And the page readers': a hit whose page
         # is not in memory, `threads` at once, as the disk takes many reads in parallel. Every
@@ -207,6 +179,7 @@ class PageStore:
         # stays in two threads.
         self._executor = ThreadPoolExecutor(max_workers=INDEX_THREADS, thread_name_prefix="hoard-index")
         self._readers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hoard-pages")
+        self._lane: Lane[_PageWrite, bool] = Lane(self._executor, self._write_batch, COMMIT_BATCH)
         self._index: PageIndex | None = None
 
     @classmethod
@@ -513,7 +486,7 @@ class PageStore:
 
     def write_soon(self, key: PageKey, data: bytes, meta: PageMeta) -> asyncio.Future[bool]:
         """Queue a page for the write lane: one disk thread at a time takes every page queued,
-        writes their files and commits their rows in one transaction (`_drain_writes`).
+        writes their files and commits their rows in one transaction (cache/lane.py).
 
         One lane, not a write per pool thread: eight page writes at once in eight threads
         contended for the GIL, for the group commit's condition variable (each commit woke every
@@ -521,67 +494,32 @@ class PageStore:
         object cost more CPU the more writes ran at once (bench/cold_cpu.py, bench/README.md). A
         lane writes about 1 GB/s of 1 MiB pages with O_DIRECT on the development VM
         (bench/disk_write.py), more than a loopback moto serves."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        queued = _Queued(key, data, meta, fut)
-        with self._lane_lock:
-            self._queued.append(queued)
-            if self._lane_busy:
-                return fut  # the lane's thread takes it with the next batch
-            self._lane_busy = True
-        try:
-            self._executor.submit(self._drain_writes)
-        except RuntimeError:  # the store is closed
-            with self._lane_lock:
-                self._queued.remove(queued)
-                self._lane_busy = False
-            raise
-        return fut
+        return self._lane.submit(_PageWrite(key, data, meta))
 
-    def _drain_writes(self) -> None:
-        """The write lane (a pool thread): batches of queued pages until none is left."""
-        batch: list[_Queued] = []
-        try:
-            while True:
-                with self._lane_lock:
-                    if not self._queued:
-                        self._lane_busy = False
-                        return
-                    batch = self._queued[:COMMIT_BATCH]
-                    del self._queued[:COMMIT_BATCH]
-                _post(self._write_batch(batch))
-        except BaseException as exc:  # a bug: fail what it held and what waits, free the lane
-            with self._lane_lock:
-                batch += self._queued
-                self._queued.clear()
-                self._lane_busy = False
-            error = exc if isinstance(exc, Exception) else RuntimeError(exc)
-            _post([(q.fut, False, error) for q in batch])
-            raise
-
-    def _write_batch(self, batch: list[_Queued]) -> list[_Outcome]:
-        """Write each page's file, then give all of them their rows in one transaction."""
-        written: list[tuple[_Queued, _Pending]] = []
-        outcomes: list[_Outcome] = []
-        for q in batch:
+    def _write_batch(self, batch: list[_PageWrite]) -> list[bool | Exception]:
+        """The lane's work: each page's file, then the rows of all of them in one transaction.
+        A page's result: stored or not (no room), or the exception its write failed with."""
+        results: list[bool | Exception] = []
+        written: list[tuple[int, _Pending]] = []
+        for page in batch:
             try:
-                pending = self._write_file(q.key, q.data, q.meta)
+                pending = self._write_file(page.key, page.data, page.meta)
             except Exception as exc:
-                outcomes.append((q.fut, False, exc))
+                results.append(exc)
                 continue
-            if pending is None:
-                outcomes.append((q.fut, False, None))
-            else:
-                written.append((q, pending))
+            if pending is not None:
+                written.append((len(results), pending))
+            results.append(False)
         try:
             if written:
                 self._commit_batch([p for _, p in written])
         finally:
-            for q, pending in written:
+            for i, pending in written:
                 if not pending.moved:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(pending.tmp)
-                outcomes.append((q.fut, pending.stored, pending.error))
-        return outcomes
+                results[i] = pending.error if pending.error is not None else pending.stored
+        return results
 
     def _write_file(self, key: PageKey, data: bytes, meta: PageMeta) -> _Pending | None:
         """The page's temporary file, written (and fsynced if asked); None if it cannot fit."""
