@@ -157,7 +157,7 @@ class PageStore:
         self.cull_limit = max(1, cull_limit)
         self.fsync = fsync
         self.direct_io = direct_io and bool(DIRECT)
-        self._buffers = threading.local()  # _write_direct's aligned buffer, one per disk thread
+        self._direct_buf: mmap.mmap | None = None  # _write_direct's aligned buffer (the lane's)
         self.clock = clock
         self.evictions: Counter[EvictionReason] = Counter({r: 0 for r in EvictionReason})
         self.used = 0
@@ -574,16 +574,16 @@ class PageStore:
                         self.directory, exc.strerror)  # fmt: skip
 
     def _write_direct(self, fd: int, head: bytes, data: bytes) -> None:
-        """The page's whole blocks in one O_DIRECT write from this thread's aligned buffer, the
+        """The page's whole blocks in one O_DIRECT write from the store's aligned buffer, the
         bytes of its last, partial block in a buffered one: the data goes from the buffer to the
         disk, neither copied into the kernel's page cache nor taking its memory, and no block has to
         be read back (as cutting a padded file to its length would). A file system that refuses
         O_DIRECT gets the whole page buffered."""
         size = len(head) + len(data)
         aligned = size - size % DIRECT_ALIGN
-        buf: mmap.mmap | None = getattr(self._buffers, "buf", None)
+        buf = self._direct_buf  # one buffer: the lane writes one page at a time
         if buf is None or len(buf) < size:  # mmap memory is page-aligned, as O_DIRECT needs
-            buf = self._buffers.buf = mmap.mmap(-1, max(size, HEADER.size + self.page_size))
+            buf = self._direct_buf = mmap.mmap(-1, max(size, HEADER.size + self.page_size))
         view = memoryview(buf)
         view[: len(head)] = head
         view[len(head) : size] = data

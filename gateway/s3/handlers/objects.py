@@ -58,11 +58,12 @@ async def get_object(req: S3Request, svc: Services) -> S3Response:
     revalidate, no_store = cache_control(req.headers)
     # A cold GET may take its bytes with the metadata (one UFS request, not a HEAD and a GET).
     # (Not for ?partNumber=N: where part N starts is not known yet.)
-    reads = req.method == "GET" and not no_store and "partNumber" not in req.query
+    by_part = "partNumber" in req.query
+    reads = req.method == "GET" and not no_store and not by_part
     prefetch = range_bounds(req.headers.get("range")) if reads else None
     info = await stat_object(req, svc, mount, path, revalidate=revalidate, prefetch=prefetch)
     span = None
-    if "partNumber" in req.query:  # (no await on the hit path without it)
+    if by_part:  # (no await on the hit path without it)
         try:
             span = await _part_span(req, mount, path, info)
         except PreconditionFailed:  # changed at the UFS since we last looked: look again, once
@@ -118,12 +119,10 @@ async def head_object(req: S3Request, svc: Services) -> S3Response:
     return await get_object(req, svc)  # HEAD sends the same headers and no body
 
 
-async def _part_span(req: S3Request, mount: Mount, path: str, info: ObjectInfo) -> tuple[int, int] | None:
+async def _part_span(req: S3Request, mount: Mount, path: str, info: ObjectInfo) -> tuple[int, int]:
     """GetObject ?partNumber=N: the bytes of part N (the whole object is part 1 of 1), asked of
-    the UFS for a multipart object; None without the parameter."""
-    part = req.query.get("partNumber")
-    if part is None:
-        return None
+    the UFS for a multipart object."""
+    part = req.query["partNumber"]
     if not part.isdigit() or not 1 <= int(part) <= 10000:
         raise S3Error(
             errors.INVALID_ARGUMENT,
@@ -136,11 +135,12 @@ async def _part_span(req: S3Request, mount: Mount, path: str, info: ObjectInfo) 
             "Cannot specify both Range header and partNumber query parameter.",
             resource=req.resource,
         )
-    if int(part) > (info.parts_count or 1):
+    number, count = int(part), info.parts_count or 1
+    if number > count:
         raise S3Error(errors.INVALID_PART_NUMBER, resource=req.resource)
-    if (info.parts_count or 1) == 1:
+    if count == 1:
         return 0, info.size
-    start, end = await mount.source.adapter.part_range(path, int(part), info.etag)
+    start, end = await mount.source.adapter.part_range(path, number, info.etag)
     if not 0 <= start <= end <= info.size:  # a store's answer that does not fit the object
         raise PreconditionFailed(path, f"part {part} is bytes {start}-{end} of a {info.size}-byte object")
     return start, end
