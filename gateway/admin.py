@@ -215,7 +215,11 @@ def routes(state: AdminState) -> list[Route]:
     async def ready(request: Request) -> Response:
         if state.services is None:
             return _json_error(503, "starting")
-        return JSONResponse({"status": "ready", "mounts": len(state.services.mounts.mounts())})
+        # `worker`: which process answered (a client that opens fresh connections until it has
+        # seen every worker knows they all accept, bench/cache_throughput.py's wait_ready).
+        return JSONResponse(
+            {"status": "ready", "mounts": len(state.services.mounts.mounts()), "worker": os.getpid()}
+        )
 
     async def metrics(request: Request) -> Response:
         if state.services is None:

@@ -170,6 +170,8 @@ def _fresh_metrics_dir(path: Path) -> Path:
 def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import uvicorn
 
+    from gateway import workers
+
     config = build_config(args, environ)
     _ensure_default_root(config)
     print(startup_block(config), flush=True)
@@ -177,21 +179,25 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     os.environ[RESOLVED_CONFIG_ENV] = to_env(config)
     os.environ[MULTIPROC_ENV] = str(_fresh_metrics_dir(config.metastore.dir / "prometheus"))
     tls = config.server.tls
-    uvicorn.run(
-        "gateway.app:app_from_env",
-        factory=True,
-        host=config.server.host,
-        port=config.server.port,
-        workers=config.server.workers,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,  # uvicorn formats each access line's fields before checking the level
-        server_header=False,  # the S3 endpoint sends its own
-        ssl_certfile=str(tls.cert) if tls else None,
-        ssl_keyfile=str(tls.key) if tls else None,
-    )
+    app = "gateway.app:app_from_env"
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": config.server.host,
+        "port": config.server.port,
+        "workers": config.server.workers,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_level": "warning",
+        "access_log": False,  # uvicorn formats each access line's fields before checking the level
+        "server_header": False,  # the S3 endpoint sends its own
+        "ssl_certfile": str(tls.cert) if tls else None,
+        "ssl_keyfile": str(tls.key) if tls else None,
+    }
+    if config.server.workers > 1:
+        workers.run(uvicorn.Config(app, **options), config.metastore.dir / "workers")
+    else:
+        uvicorn.run(app, **options)
     return 0
 
 

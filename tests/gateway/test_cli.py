@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
+import uvicorn
 
 from gateway import cli
 from gateway.config import RESOLVED_CONFIG_ENV, Config, MountConfig, from_env, load
@@ -91,6 +92,7 @@ def test_bad_config_exits_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("uvicorn.run", _never)
+    monkeypatch.setattr("gateway.workers.run", _never)
     assert cli.main(["serve", *argv]) == 2
     out, err = capsys.readouterr()
     assert out == ""
@@ -100,6 +102,7 @@ def test_bad_config_exits_2_with_one_line(
 
 def test_bad_env_config_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("uvicorn.run", _never)
+    monkeypatch.setattr("gateway.workers.run", _never)
     monkeypatch.setenv("HOARD_SERVER__PORT", "http")
     assert cli.main(["serve"]) == 2
     assert (
@@ -109,33 +112,35 @@ def test_bad_env_config_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch:
 
 
 def _never(*args: object, **kwargs: object) -> None:
-    raise AssertionError("uvicorn.run must not be called")
+    raise AssertionError("no server may be started")
 
 
 def test_serve_runs_uvicorn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    monkeypatch.setattr("uvicorn.run", lambda *a, **kw: calls.append((a, kw)))
+    calls: list[tuple[uvicorn.Config, Path]] = []
+    monkeypatch.setattr("uvicorn.run", _never)  # several workers: a socket each (gateway/workers.py)
+    monkeypatch.setattr("gateway.workers.run", lambda config, slots: calls.append((config, slots)))
     monkeypatch.setenv(RESOLVED_CONFIG_ENV, "")  # restored by monkeypatch after the test
     monkeypatch.setenv(cli.MULTIPROC_ENV, "")
     assert cli.main(["serve", "--port", "9100", "--workers", "2", "--mount", "/s3=s3://b"]) == 0
-    [(args, kwargs)] = calls
-    assert args == ("gateway.app:app_from_env",)
-    assert kwargs == {
-        "factory": True,
-        "host": "127.0.0.1",
-        "port": 9100,
-        "workers": 2,
-        "loop": "uvloop",
-        "http": "httptools",
-        "lifespan": "on",
-        "log_level": "warning",
-        "access_log": False,
-        "server_header": False,
-        "ssl_certfile": None,
-        "ssl_keyfile": None,
-    }
+    [(config, slots)] = calls
+    assert (config.app, config.factory, config.host, config.port, config.workers) == (
+        "gateway.app:app_from_env",
+        True,
+        "127.0.0.1",
+        9100,
+        2,
+    )
+    assert (config.loop, config.http, config.lifespan, config.access_log, config.server_header) == (
+        "uvloop",
+        "httptools",
+        "on",
+        False,
+        False,
+    )
+    assert config.log_level == "warning" and config.ssl_certfile is None and config.ssl_keyfile is None
+    assert slots == (tmp_path / "hoard-meta").resolve() / "workers"
     metrics_dir = Path(os.environ[cli.MULTIPROC_ENV])  # every worker's metrics, summed per scrape
     assert metrics_dir.is_dir() and metrics_dir.parent == (tmp_path / "hoard-meta").resolve()
     resolved = from_env(os.environ)
