@@ -78,7 +78,7 @@ class ObjectCache(Filler):
         self._links: dict[PageKey, Link] = {}
         self._settled = 0  # flights that left the table after their write (see _plan)
         self._stat_flights: dict[tuple[str, str], asyncio.Task[ObjectInfo]] = {}
-        self._write_slots = asyncio.Semaphore(settings.writers)
+        self._write_slots = asyncio.Semaphore(settings.write_slots)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._positions: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self._sources: dict[str, Source] = {}

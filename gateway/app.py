@@ -73,6 +73,7 @@ def cache_settings(c: CacheConfig) -> CacheSettings:
         read_ahead=c.read_ahead,
         fsync=c.fsync,
         direct_io=c.direct_io,
+        write_buffer=c.write_buffer,
     )
 
 

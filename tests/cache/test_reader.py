@@ -11,6 +11,7 @@ from cache.fill import take
 from cache.keys import PageKey, Source
 from cache.policy import Priority, Rule
 from cache.stats import EvictionReason, ReadStats
+from cache.store import PageMeta
 from tests.cache.helpers import PAGE, CountingAdapter, Env, payload, read_all
 from ufs_adapters.base import NotFound, ObjectInfo, PreconditionFailed, UfsAdapter
 
@@ -564,13 +565,48 @@ async def test_stat_racing_an_invalidation_is_not_cached(env: Env) -> None:
 
 async def test_fill_without_waiting_for_the_disk_still_serves_everything(env: Env) -> None:
     data = env.put("obj", payload(64 * PAGE))
-    cache = await env.cache(writers=1, fill_waits=False, max_merge=64)
+    cache = await env.cache(write_buffer=PAGE, fill_waits=False, max_merge=64)
     info = await cache.stat(env.src, "obj")
     got, _ = await read_all(cache, env.src, info)
     assert got == data
     await cache.drain()
     assert 1 <= cache.stats().pages <= 64
     assert cache.stats().pages + cache.store.not_stored == 64
+
+
+@pytest.mark.parametrize("pages", [2, 8])
+async def test_a_fill_runs_ahead_of_a_stalled_disk_by_the_write_buffer(env: Env, pages: int) -> None:
+    """Page writes that do not finish (a stalled cache disk) hold a fill back once `write_buffer`
+    bytes wait for them, and not before; when the disk comes back every page is stored."""
+    data = env.put("obj", payload(32 * PAGE))
+    cache = await env.cache(write_buffer=pages * PAGE, max_merge=32, read_ahead=32)
+    disk = asyncio.Event()
+    queued: list[int] = []
+    write_soon = cache.store.write_soon
+
+    def stalled(key: PageKey, page: bytes, meta: PageMeta) -> asyncio.Future[bool]:
+        queued.append(key.index)
+
+        async def when_back() -> bool:
+            await disk.wait()
+            return await write_soon(key, page, meta)
+
+        return asyncio.ensure_future(when_back())
+
+    cache.store.write_soon = stalled  # type: ignore[method-assign]
+    info = await cache.stat(env.src, "obj")
+    reading = asyncio.ensure_future(read_all(cache, env.src, info))
+    for _ in range(50):  # until the fill stops making progress
+        before = len(queued)
+        await asyncio.sleep(0.01)
+        if len(queued) == before and before:
+            break
+    assert queued == list(range(pages)) and not reading.done()
+    disk.set()
+    got, _ = await reading
+    assert got == data
+    await cache.drain()
+    assert cache.stats().pages == 32 and cache.store.not_stored == 0
 
 
 @pytest.mark.parametrize("seed", range(20))

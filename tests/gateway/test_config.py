@@ -151,7 +151,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert (c.cache.size, c.cache.reserved, c.cache.page_size) == (10 * GiB, GiB, MiB)
     assert c.cache.metadata_ttl == 60.0
     assert c.cache.read_ahead == 16
-    assert (c.cache.fsync, c.cache.direct_io) == (False, True)
+    assert (c.cache.fsync, c.cache.direct_io, c.cache.write_buffer) == (False, True, 64 * MiB)
     assert c.cache.rules == ()
     assert c.mounts == (MountConfig("/", f"file://{tmp_path}/hoard-data"),)
     assert c.metastore.dir == tmp_path / "hoard-meta"
@@ -178,6 +178,7 @@ cache:
   metadata_ttl: 1m
   read_ahead: 8
   direct_io: false
+  write_buffer: 256MiB
   rules:                 # first match wins; every field optional
     - {path: /s3/imagenet/, filter: immutable, priority: high, ttl: 7d, quota: 500GiB}
     - {path: /s3/scratch/, filter: skipCache}
@@ -208,7 +209,7 @@ def test_design_example(design_file: Path, tmp_path: Path) -> None:
     assert c.server.tls == TlsConfig(tmp_path / "c.pem", tmp_path / "k.pem")
     assert c.auth.users == (User("hoard", "change-me", True), User("reader", "r", False))
     assert c.auth.find("reader") == User("reader", "r", False) and c.auth.find("nobody") is None
-    assert (c.cache.read_ahead, c.cache.direct_io) == (8, False)
+    assert (c.cache.read_ahead, c.cache.direct_io, c.cache.write_buffer) == (8, False, 256 * MiB)
     assert c.cache.rules == (
         CacheRule("/s3/imagenet/", "immutable", None, "high", 7 * 86400.0, 500 * GiB),
         CacheRule("/s3/scratch/", "skipCache"),
@@ -415,6 +416,7 @@ def test_option_scalars_become_strings(tmp_path: Path) -> None:
             "config error: cache.page_size: 1048576 is larger than cache.size (1024 bytes)",
         ),
         ("cache: {size: 0}", "config error: cache.size: 0 must be positive"),
+        ("cache: {write_buffer: 0}", "config error: cache.write_buffer: 0 must be positive"),
         (
             "mounts: [{path: /s3/, uri: 's3://b'}]",
             "config error: mounts[0].path: '/s3/' is not normalised (use '/s3')",
