@@ -290,6 +290,7 @@ mounts:
     server = Server(f"Hoard ({workers} workers)", argv, home / "stdout.log", env)
     base = f"http://127.0.0.1:{port}"
     wait_ready(server, f"{base}/_hoard/ready", 60.0)
+    wait_workers(server, f"{base}/_hoard/ready", workers, 60.0)
     return server, base
 
 
@@ -388,6 +389,26 @@ def wait_ready(server: Server, url: str, timeout: float, any_status: bool = Fals
     except BaseException:
         server.stop()
         raise
+
+
+def wait_workers(server: Server, url: str, workers: int, timeout: float) -> None:
+    """Wait until every worker answers `url` (the worker field of /_hoard/ready), each asked on a
+    fresh connection: connections opened while a worker is still starting all go to the others,
+    and a pass whose 32 connections a single worker holds measures one process."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{server.name}: only {len(seen)} of {workers} workers answered {url}")
+        try:
+            worker = httpx.get(url, timeout=1.0).json().get("worker")
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        if worker is None:
+            return  # a Hoard older than the field (bench/cold_cpu.py runs old revisions)
+        seen.add(worker)
 
 
 def expect_header(base: str, path: str, header: str, value: str, who: str) -> None:
@@ -703,7 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load: wrk -t{args.threads} -c{args.connections}, {args.warmup}s warm-up + {args.duration}s per run; "
         f"one pass: {args.connections} connections; " + ", ".join(f"{s.count} x {s.label}" for s in sizes),
         f"UFS: moto{f' behind a proxy adding {1e3 * args.ufs_latency:.0f} ms to every request' if args.ufs_latency else ''}; "
-        f"Hoard's cache.read_ahead: {os.environ.get('HOARD_CACHE__READ_AHEAD', 'default')}",
+        "Hoard's settings from the environment: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("HOARD_")) or "none"),
     ]
     started = time.monotonic()
     rows: list[Row] = []
