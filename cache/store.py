@@ -29,7 +29,8 @@ a page reads it from the disk, and fills go no faster than the disk writes.
 Evictions delete the row and unlink the file inside one write transaction, so no writer can put
 the same key back between the two steps. Pages are written by one write lane per process
 (`write_soon`): the pages queued while it writes a batch make its next batch, whose rows go in
-one transaction.
+one transaction. Pages over INLINE_MAX have their files written by WRITERS threads first, at
+once, and the lane only commits them.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar, cast
@@ -84,6 +85,7 @@ TMP_SUFFIX = ".tmp"  # a page file being written: <name>.<pid>.<tid>.tmp
 INDEX_THREADS = 2  # the index's threads: one may drain the write lane while another looks up
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
 COMMIT_BATCH = 64  # pages per write-lane batch (one transaction)
+WRITERS = 2  # threads writing the files of pages larger than INLINE_MAX (O_DIRECT), for the lane
 # Page files sit one directory level down, pages/ab/<name> (256 directories: a million pages are
 # 4,096 files per directory, which ext4 and XFS index). Until this layout there were two levels,
 # pages/ab/cd/<name>: up to 65,536 directories, one made (an inode allocated) for nearly every page
@@ -157,7 +159,7 @@ class PageStore:
         self.cull_limit = max(1, cull_limit)
         self.fsync = fsync
         self.direct_io = direct_io and bool(DIRECT)
-        self._direct_buf: mmap.mmap | None = None  # _write_direct's aligned buffer (the lane's)
+        self._local = threading.local()  # per writing thread: _write_direct's aligned buffer
         self.clock = clock
         self.evictions: Counter[EvictionReason] = Counter({r: 0 for r in EvictionReason})
         self.used = 0
@@ -179,7 +181,9 @@ class PageStore:
         # stays in two threads.
         self._executor = ThreadPoolExecutor(max_workers=INDEX_THREADS, thread_name_prefix="hoard-index")
         self._readers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hoard-pages")
-        self._lane: Lane[_PageWrite, bool] = Lane(self._executor, self._write_batch, COMMIT_BATCH)
+        # Large pages' files are written here, WRITERS at once, before the lane commits them.
+        self._writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="hoard-writer")
+        self._lane: Lane[_PageWrite | _Pending, bool] = Lane(self._executor, self._write_batch, COMMIT_BATCH)
         self._index: PageIndex | None = None
 
     @classmethod
@@ -213,6 +217,7 @@ class PageStore:
         except BaseException:
             store._executor.shutdown(wait=False)
             store._readers.shutdown(wait=False)
+            store._writers.shutdown(wait=False)
             raise
         return store
 
@@ -491,17 +496,43 @@ class PageStore:
         One lane, not a write per pool thread: eight page writes at once in eight threads
         contended for the GIL, for the group commit's condition variable (each commit woke every
         waiting writer) and for the directories they created files in, and a cold read of a small
-        object cost more CPU the more writes ran at once (bench/cold_cpu.py, bench/README.md). A
-        lane writes about 1 GB/s of 1 MiB pages with O_DIRECT on the development VM
-        (bench/disk_write.py), more than a loopback moto serves."""
+        object cost more CPU the more writes ran at once (bench/cold_cpu.py, bench/README.md).
+        Pages over INLINE_MAX are the exception (`_write_large`)."""
+        if self.direct_io and len(data) > INLINE_MAX:
+            return asyncio.ensure_future(self._write_large(key, data, meta))
         return self._lane.submit(_PageWrite(key, data, meta))
 
-    def _write_batch(self, batch: list[_PageWrite]) -> list[bool | Exception]:
-        """The lane's work: each page's file, then the rows of all of them in one transaction.
-        A page's result: stored or not (no room), or the exception its write failed with."""
+    async def _write_large(self, key: PageKey, data: bytes, meta: PageMeta) -> bool:
+        """A large page: its file written in one of the WRITERS threads, its row by the lane.
+        The lane's single thread wrote these files one after another, and each O_DIRECT write
+        waits for the disk (and then for a core, and the GIL): in the cold pass of 64 MiB objects
+        the lane was busy for most of the pass and the fills waited for it (bench/README.md)."""
+        written = self._writers.submit(self._write_file, key, data, meta)
+        try:
+            pending = await asyncio.wrap_future(written)
+        except asyncio.CancelledError:
+            written.add_done_callback(_discard)  # a file written after all goes when it is
+            raise
+        if pending is None:
+            return False
+        try:
+            return await self._lane.submit(pending)
+        except RuntimeError:  # the store is closing: the lane never took the file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pending.tmp)
+            raise
+
+    def _write_batch(self, batch: list[_PageWrite | _Pending]) -> list[bool | Exception]:
+        """The lane's work: each page's file (unless a writer thread wrote it already), then the
+        rows of all of them in one transaction. A page's result: stored or not (no room), or the
+        exception its write failed with."""
         results: list[bool | Exception] = []
         written: list[tuple[int, _Pending]] = []
         for page in batch:
+            if isinstance(page, _Pending):
+                written.append((len(results), page))
+                results.append(False)
+                continue
             try:
                 pending = self._write_file(page.key, page.data, page.meta)
             except Exception as exc:
@@ -581,9 +612,9 @@ class PageStore:
         O_DIRECT gets the whole page buffered."""
         size = len(head) + len(data)
         aligned = size - size % DIRECT_ALIGN
-        buf = self._direct_buf  # one buffer: the lane writes one page at a time
+        buf: mmap.mmap | None = getattr(self._local, "buf", None)
         if buf is None or len(buf) < size:  # mmap memory is page-aligned, as O_DIRECT needs
-            buf = self._direct_buf = mmap.mmap(-1, max(size, HEADER.size + self.page_size))
+            buf = self._local.buf = mmap.mmap(-1, max(size, HEADER.size + self.page_size))
         view = memoryview(buf)
         view[: len(head)] = head
         view[len(head) : size] = data
@@ -830,9 +861,17 @@ class PageStore:
         # Work already in the threads (say, the drop of a task cancelled at shutdown) finishes
         # first: closing the connections it is using would crash SQLite.
         self._readers.shutdown(wait=True)
+        self._writers.shutdown(wait=True)
         self._executor.shutdown(wait=True)
         if self._index is not None:
             self._index.close()
+
+
+def _discard(written: Future[_Pending | None]) -> None:
+    """Remove the temporary file of a page written for a writer that stopped waiting."""
+    if not written.cancelled() and written.exception() is None and (pending := written.result()):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pending.tmp)
 
 
 def _write_all(fd: int, head: bytes, data: bytes) -> None:

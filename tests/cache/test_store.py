@@ -7,6 +7,7 @@ import fcntl
 import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from cache.index import Txn
 from cache.keys import PageKey
 from cache.policy import Policy, Priority, Rule
 from cache.stats import EvictionReason
-from cache.store import HEADER, INLINE_MAX, PageMeta, PageStore
+from cache.store import HEADER, INLINE_MAX, TMP_SUFFIX, WRITERS, PageMeta, PageStore
 from tests.cache.helpers import Clock
 from ufs_adapters.base import ObjectInfo
 
@@ -360,30 +361,40 @@ async def test_concurrent_writes_are_group_committed(tmp_path: Path, monkeypatch
     await store.aclose()
 
 
+class SlowFiles:
+    """PageStore._write_file taking `delay` seconds (a slow disk) and failing the page of path k7
+    (ENOSPC); `inside` is how many run at this moment, `most` the most that ever ran at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+        self.inside = self.most = 0
+        self._lock = threading.Lock()
+        real = PageStore._write_file
+
+        def slow(store: PageStore, k: PageKey, data: bytes, m: PageMeta) -> Any:
+            with self._lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            try:
+                time.sleep(delay)
+                if k.path == "k7":
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real(store, k, data, m)
+            finally:
+                with self._lock:
+                    self.inside -= 1
+
+        monkeypatch.setattr(PageStore, "_write_file", slow)
+
+
 async def test_page_writes_go_through_one_lane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """However many pages are written at once, one thread at a time writes page files (the lane),
     and a page whose file cannot be written fails alone; the lane goes on with the next ones."""
     store = await open_store(tmp_path, Clock())
-    inside = most = 0
-    real = PageStore._write_file
-
-    def one_at_a_time(self: PageStore, k: PageKey, data: bytes, m: PageMeta) -> Any:
-        nonlocal inside, most
-        inside += 1
-        most = max(most, inside)
-        try:
-            time.sleep(0.002)
-            if k.path == "k7":
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(self, k, data, m)
-        finally:
-            inside -= 1
-
-    monkeypatch.setattr(PageStore, "_write_file", one_at_a_time)
+    files = SlowFiles(monkeypatch, 0.002)
     results = await asyncio.gather(
         *(store.write(key(f"k{i}"), bytes([i]) * P, meta()) for i in range(30)), return_exceptions=True
     )
-    assert most == 1
+    assert files.most == 1
     assert isinstance(results[7], OSError) and results[7].errno == errno.ENOSPC
     assert all(r is True for i, r in enumerate(results) if i != 7)
     assert await store.write(key("after"), b"a" * P, meta()) is True  # the lane is free again
@@ -391,6 +402,38 @@ async def test_page_writes_go_through_one_lane(tmp_path: Path, monkeypatch: pyte
     assert [await store.read(key(f"k{i}"), P) for i in (0, 7, 29)] == [bytes([0]) * P, None, bytes([29]) * P]
     monkeypatch.undo()
     await store.aclose()
+
+
+async def test_large_pages_files_are_written_in_parallel_and_committed_by_the_lane(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages over INLINE_MAX written with O_DIRECT: WRITERS threads write their files at once (each
+    such write waits for the disk), the lane commits their rows; a failed file fails alone."""
+    big = INLINE_MAX + 4096
+    store = await PageStore.open(
+        str(tmp_path / "c"), capacity=1 << 26, page_size=big, fsync=False, direct_io=True
+    )
+    files = SlowFiles(monkeypatch, 0.01)
+    results = await asyncio.gather(
+        *(store.write(key(f"k{i}"), bytes([i]) * big, meta()) for i in range(12)), return_exceptions=True
+    )
+    assert files.most == WRITERS > 1
+    assert isinstance(results[7], OSError) and results[7].errno == errno.ENOSPC
+    assert all(r is True for i, r in enumerate(results) if i != 7)
+    assert store.pages == 11 and len(await store.cached_indexes("m", "k3", "e1")) == 1
+    got = [await store.read(key(f"k{i}"), big) for i in (0, 7, 11)]
+    assert got == [bytes([0]) * big, None, bytes([11]) * big]
+    # A writer that stops waiting (its task cancelled) leaves no temporary file behind.
+    writes = [store.write_soon(key(f"late{i}"), b"x" * big, meta()) for i in range(6)]
+    async with asyncio.timeout(10):
+        while files.inside < WRITERS:  # cancelled while their files are being written
+            await asyncio.sleep(0.001)
+    for w in writes:
+        w.cancel()
+    await asyncio.gather(*writes, return_exceptions=True)
+    monkeypatch.undo()
+    await store.aclose()
+    assert list((tmp_path / "c" / "pages").rglob(f"*{TMP_SUFFIX}")) == []
 
 
 async def test_failed_group_commit_fails_its_writes_and_leaves_no_files(
