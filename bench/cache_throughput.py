@@ -26,6 +26,10 @@ With `--busy-control`, moto is read directly once more per size beside busy loop
 share of a core Hoard took in its cold pass: moto serves from one GIL and slows down whenever
 anything else runs, so this row is the rate a gateway that cost nothing but that CPU would get.
 
+The details of each one-pass run give the share of its wall time in which some runnable task
+waited for a core (Linux's pressure stall information, /proc/pressure/cpu): how crowded the two
+cores were, which a UFS serving from one GIL feels directly.
+
 Server CPU comes from /proc (user + system of the server's whole process tree), as in
 bench/get_throughput.py, whose functions this script imports. For Hoard cold the CPU column is
 Hoard's only; moto's CPU during that pass is printed in the details.
@@ -184,6 +188,16 @@ def _page_cache_mib() -> int:
     return -1
 
 
+def _cpu_waited() -> float | None:
+    """Seconds that some runnable task has waited for a core, since boot (PSI, /proc/pressure/cpu;
+    None without it). Over a pass, its share of the wall time is how crowded the cores were."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    return int(dict(field.split("=", 1) for field in some)["total"]) / 1e6
+
+
 def _self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -207,11 +221,11 @@ def measure_one_pass(
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("1\n")
     log(f"{name}, {size.label}: one pass over {len(paths)} objects, {concurrency} connections")
-    before, machine, client = snapshot(), machine_ticks(), _self_cpu()
+    before, machine, client, waited = snapshot(), machine_ticks(), _self_cpu(), _cpu_waited()
     t0 = time.monotonic()
     nbytes, latencies, errors = asyncio.run(_one_pass(base, paths, keys, digests, concurrency))
     seconds = time.monotonic() - t0
-    after, client = snapshot(), _self_cpu() - client
+    after, client, waited_after = snapshot(), _self_cpu() - client, _cpu_waited()
     busy, interrupts = (b - a for a, b in zip(machine, machine_ticks(), strict=True))
     if errors:
         raise RuntimeError(f"{name}, {size.label}: {len(errors)} failed reads, first: {errors[0]}")
@@ -223,6 +237,8 @@ def measure_one_pass(
         ufs_pids = subtree(before, ufs.proc.pid) | subtree(after, ufs.proc.pid)
         ufs_cpu = cpu_delta(before, after, ufs_pids)
         note = f"; moto (UFS) CPU meanwhile {100 * ufs_cpu / seconds:.0f}%"
+    if waited is not None and waited_after is not None:
+        note += f"; a task waited for a core {100 * (waited_after - waited) / seconds:.0f}% of the time"
     latencies.sort()
     wrk = WrkResult(
         requests=len(latencies),
@@ -654,6 +670,7 @@ def busy_controls(
                 hog.wait()
         m = replace(done.m, other_cpu_seconds=max(0.0, done.m.other_cpu_seconds - busy))  # not a disturbance
         note = f"; busy loops {100 * busy / m.wrk.seconds:.0f}% of a core (Hoard took {100 * share:.0f}%)"
+        note += done.note
         rows.append(Row(m, note))
     return rows
 
