@@ -216,7 +216,7 @@ def routes(state: AdminState) -> list[Route]:
         if state.services is None:
             return _json_error(503, "starting")
         # `worker`: which process answered (a client that opens fresh connections until it has
-        # seen every worker knows they all accept, bench/cache_throughput.py's wait_ready).
+        # seen every worker knows they all accept: bench/cache_throughput.py's wait_workers).
         return JSONResponse(
             {"status": "ready", "mounts": len(state.services.mounts.mounts()), "worker": os.getpid()}
         )

@@ -4,9 +4,9 @@ uvicorn's supervisor binds one socket and every worker accepts from it. On a bur
 connections the worker whose event loop wakes first accepts the whole backlog (uvloop accepts
 until the queue is empty): in ad hoc counts during `bench/cache_throughput.py`'s cold pass of
 64 MiB objects, the connections the client opened at once often all went to one worker, whose
-core and write lane then did all the work. Here the supervisor (still uvicorn's, restarts and health checks
-included) binds one SO_REUSEPORT socket per worker, and the kernel spreads new connections over
-them by a hash of their addresses, as nginx's `reuseport` does.
+core and write lane then did all the work. Here the supervisor (still uvicorn's, restarts and
+health checks included) binds one SO_REUSEPORT socket per worker, and the kernel spreads new
+connections over them by a hash of their addresses, as nginx's `reuseport` does.
 
 Each worker claims one socket by an exclusive lock on `slot-N.lock` under `lock_dir`, released by
 the kernel when the worker dies, so its replacement takes the same socket. Connections that

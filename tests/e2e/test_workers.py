@@ -4,6 +4,7 @@ replacement instead of failing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ def _worker_of(sock: socket.socket) -> int:
         reply += chunk
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
-    return int(httpx.Response(200, content=body).json()["worker"])
+    return int(json.loads(body)["worker"])
 
 
 def _workers_up(gw: Gateway, count: int, timeout: float = 60.0) -> set[int]:
