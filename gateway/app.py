@@ -74,6 +74,7 @@ def cache_settings(c: CacheConfig) -> CacheSettings:
         fsync=c.fsync,
         direct_io=c.direct_io,
         write_buffer=c.write_buffer,
+        fill_waits=c.fill_waits,
     )
 
 

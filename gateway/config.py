@@ -251,6 +251,7 @@ class CacheConfig:
     fsync: bool = False  # fsync each page file (checksums already catch pages a power cut tore)
     direct_io: bool = True  # write pages with O_DIRECT (cache.settings.CacheSettings.direct_io)
     write_buffer: int = 64 * 1024**2  # fetched bytes waiting for the disk (CacheSettings.write_buffer)
+    fill_waits: bool = True  # a full write buffer pauses the fill (False: the page goes uncached)
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,6 +652,7 @@ def _build_cache(r: _Reader) -> CacheConfig:
         fsync=r.get("fsync", _bool, _CACHE.fsync),
         direct_io=r.get("direct_io", _bool, _CACHE.direct_io),
         write_buffer=r.get("write_buffer", _positive_size, _CACHE.write_buffer),
+        fill_waits=r.get("fill_waits", _bool, _CACHE.fill_waits),
     )
     if cache.page_size > cache.size:
         raise r.error(r.sub("page_size"), f"{cache.page_size} is larger than cache.size ({cache.size} bytes)")

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from gateway import config as cfg
+from gateway.app import cache_settings
 from gateway.config import (
     CacheRule,
     ConfigError,
@@ -152,6 +153,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert c.cache.metadata_ttl == 60.0
     assert c.cache.read_ahead == 16
     assert (c.cache.fsync, c.cache.direct_io, c.cache.write_buffer) == (False, True, 64 * MiB)
+    assert c.cache.fill_waits is True
     assert c.cache.rules == ()
     assert c.mounts == (MountConfig("/", f"file://{tmp_path}/hoard-data"),)
     assert c.metastore.dir == tmp_path / "hoard-meta"
@@ -179,6 +181,7 @@ cache:
   read_ahead: 8
   direct_io: false
   write_buffer: 256MiB
+  fill_waits: false
   rules:                 # first match wins; every field optional
     - {path: /s3/imagenet/, filter: immutable, priority: high, ttl: 7d, quota: 500GiB}
     - {path: /s3/scratch/, filter: skipCache}
@@ -202,6 +205,12 @@ def design_file(tmp_path: Path) -> Path:
     return write(tmp_path, DESIGN_EXAMPLE)
 
 
+def test_the_cache_gets_the_cache_section(design_file: Path) -> None:
+    s = cache_settings(load(design_file, {}).cache)
+    assert (s.page_size, s.read_ahead, s.direct_io, s.fsync) == (MiB, 8, False, False)
+    assert (s.write_buffer, s.write_slots, s.fill_waits) == (256 * MiB, 256, False)
+
+
 def test_design_example(design_file: Path, tmp_path: Path) -> None:
     c = load(design_file, {})
     assert c.server.host == "0.0.0.0" and c.server.port == 9000 and c.server.workers == 4
@@ -210,6 +219,7 @@ def test_design_example(design_file: Path, tmp_path: Path) -> None:
     assert c.auth.users == (User("hoard", "change-me", True), User("reader", "r", False))
     assert c.auth.find("reader") == User("reader", "r", False) and c.auth.find("nobody") is None
     assert (c.cache.read_ahead, c.cache.direct_io, c.cache.write_buffer) == (8, False, 256 * MiB)
+    assert c.cache.fill_waits is False
     assert c.cache.rules == (
         CacheRule("/s3/imagenet/", "immutable", None, "high", 7 * 86400.0, 500 * GiB),
         CacheRule("/s3/scratch/", "skipCache"),
