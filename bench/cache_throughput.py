@@ -97,6 +97,7 @@ from bench.get_throughput import (
     write_lua,
 )
 from tests.faultproxy import FaultProxy
+from tests.servers import wait_workers
 
 COUNTS = {"4KiB": 4000, "1MiB": 1024, "64MiB": 16}  # a cold pass of each lasts seconds, not one
 QUICK_COUNTS = {"4KiB": 300, "1MiB": 16, "64MiB": 2}
@@ -306,7 +307,11 @@ mounts:
     server = Server(f"Hoard ({workers} workers)", argv, home / "stdout.log", env)
     base = f"http://127.0.0.1:{port}"
     wait_ready(server, f"{base}/_hoard/ready", 60.0)
-    wait_workers(server, f"{base}/_hoard/ready", workers, 60.0)
+    try:  # a pass whose connections one worker holds would measure one process
+        wait_workers(f"{base}/_hoard/ready", workers)
+    except RuntimeError:
+        server.stop()
+        raise
     return server, base
 
 
@@ -405,26 +410,6 @@ def wait_ready(server: Server, url: str, timeout: float, any_status: bool = Fals
     except BaseException:
         server.stop()
         raise
-
-
-def wait_workers(server: Server, url: str, workers: int, timeout: float) -> None:
-    """Wait until every worker answers `url` (the worker field of /_hoard/ready), each asked on a
-    fresh connection: connections opened while a worker is still starting all go to the others,
-    and a pass whose 32 connections a single worker holds measures one process."""
-    seen: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < workers:
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"{server.name}: only {len(seen)} of {workers} workers answered {url}")
-        try:
-            worker = httpx.get(url, timeout=1.0).json().get("worker")
-        except httpx.TransportError:
-            time.sleep(0.1)
-            continue
-        if worker is None:
-            return  # a Hoard older than the field (bench/cold_cpu.py runs old revisions)
-        seen.add(worker)
 
 
 def expect_header(base: str, path: str, header: str, value: str, who: str) -> None:

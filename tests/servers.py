@@ -32,6 +32,27 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def wait_workers(url: str, count: int, timeout: float = 60.0) -> set[int]:
+    """Ask Hoard's `url` (/_hoard/ready) on a fresh connection each time until `count` workers
+    have answered (its `worker` field); their pids. A worker still starting gets no connections,
+    so a client that connects before then has all its connections on the others. Empty: a Hoard
+    older than the field (bench/cold_cpu.py runs old revisions). RuntimeError after `timeout`."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {sorted(seen)} of {count} answered {url}")
+        try:
+            worker = httpx.get(url, timeout=5.0).json().get("worker")
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        if worker is None:
+            return set()
+        seen.add(int(worker))
+    return seen
+
+
 @contextmanager
 def moto_server(env: Mapping[str, str] | None = None) -> Iterator[str]:
     """Start `moto_server` on a free loopback port; yields its endpoint URL. `env` adds to (or

@@ -8,13 +8,13 @@ import json
 import os
 import signal
 import socket
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 
 from tests.e2e.conftest import Gateway, start_gateway
+from tests.servers import wait_workers
 
 
 def _worker_of(sock: socket.socket) -> int:
@@ -28,19 +28,6 @@ def _worker_of(sock: socket.socket) -> int:
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     return int(json.loads(body)["worker"])
-
-
-def _workers_up(gw: Gateway, count: int, timeout: float = 60.0) -> set[int]:
-    """Fresh connections until `count` workers answered (a worker still starting gets none)."""
-    seen: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < count:
-        assert time.monotonic() < deadline, f"only workers {seen} answered"
-        try:
-            seen.add(httpx.get(f"{gw.endpoint}/_hoard/ready", timeout=5.0).json()["worker"])
-        except httpx.TransportError:
-            time.sleep(0.1)
-    return seen
 
 
 def _burst(gw: Gateway, n: int) -> Counter[int]:
@@ -57,7 +44,7 @@ def _burst(gw: Gateway, n: int) -> Counter[int]:
 def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> None:
     gw = start_gateway(tmp_path, extra={"server": {"workers": 2}})
     try:
-        workers = _workers_up(gw, 2)
+        workers = wait_workers(f"{gw.endpoint}/_hoard/ready", 2)
         for _ in range(3):
             # With one shared socket the first worker to wake took the whole burst (16 of 16 in
             # most cold passes of bench/cache_throughput.py). By a hash of the addresses, each
@@ -81,7 +68,7 @@ def test_a_killed_workers_connections_wait_for_its_replacement(tmp_path: Path) -
         body = os.urandom(100_000)
         s3.put_object(Bucket="killed", Key="obj", Body=body)
         url = s3.generate_presigned_url("get_object", Params={"Bucket": "killed", "Key": "obj"})
-        victim, survivor = sorted(_workers_up(gw, 2))
+        victim, survivor = sorted(wait_workers(f"{gw.endpoint}/_hoard/ready", 2))
         os.kill(victim, signal.SIGKILL)
         # Right away, before the supervisor has replaced it: every read on a new connection gets
         # its bytes, those hashed to the dead worker's socket once its replacement takes that
@@ -89,7 +76,7 @@ def test_a_killed_workers_connections_wait_for_its_replacement(tmp_path: Path) -
         for _ in range(12):
             got = httpx.get(url, timeout=60.0)  # a fresh connection each
             assert got.status_code == 200 and got.content == body
-        workers = _workers_up(gw, 2)
+        workers = wait_workers(f"{gw.endpoint}/_hoard/ready", 2)
         assert survivor in workers and victim not in workers
     finally:
         gw.stop()
