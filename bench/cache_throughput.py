@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import math
 import os
 import platform
@@ -78,6 +77,7 @@ from bench.get_throughput import (
     cpu_model,
     ensure_tools,
     free_port,
+    hasher,
     hoard_argv,
     hoard_revision,
     keys_of,
@@ -162,7 +162,7 @@ async def _one_pass(
             while queue:
                 path, key = queue.pop()
                 t0 = time.perf_counter()
-                h = hashlib.sha256()
+                h = hasher()
                 try:
                     async with client.get(path, skip_auto_headers=("Accept-Encoding",)) as response:
                         async for chunk in response.content.iter_any():
@@ -175,7 +175,7 @@ async def _one_pass(
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     errors.append(f"{key}: status {status}")
-                elif h.hexdigest() != digests[key]:
+                elif h.finalize().hex() != digests[key]:
                     errors.append(f"{key}: bytes differ")
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(queue)))))

@@ -14,7 +14,6 @@ apt-get when they are missing (as root). All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import re
@@ -39,6 +38,7 @@ from urllib.parse import urlsplit
 
 import boto3  # type: ignore[import-untyped]
 import httpx
+from awscrt.checksums import XXHash
 from botocore.config import Config as BotoConfig
 
 HERE = Path(__file__).resolve().parent
@@ -343,8 +343,22 @@ def children_cpu_seconds() -> float:
 # --- data, URLs, wrk -----------------------------------------------------------------------------
 
 
+def hasher() -> XXHash:
+    """What the benchmarks check bytes with: XXH3-128, 0.08 s of CPU per GB on this machine against
+    SHA-256's 0.6. The client shares the server's two cores; a check at SHA-256's cost took a
+    third of a core from the servers it measured when reading 64 MiB objects at 700 MB/s."""
+    return XXHash.new_xxhash3_128()
+
+
+def digest(data: bytes) -> str:
+    h = hasher()
+    h.update(data)
+    value: bytes = h.finalize()
+    return value.hex()
+
+
 def make_data(root: Path, sizes: Sequence[Size]) -> dict[str, str]:
-    """Random objects under root/bench/<size>/; returns {key: sha256}."""
+    """Random objects under root/bench/<size>/; returns {key: digest}."""
     digests: dict[str, str] = {}
     bucket = root / BUCKET
     for size in sizes:
@@ -354,7 +368,7 @@ def make_data(root: Path, sizes: Sequence[Size]) -> dict[str, str]:
             data = os.urandom(size.nbytes)
             key = f"{size.name}/obj-{i:05d}"
             (bucket / key).write_bytes(data)
-            digests[key] = hashlib.sha256(data).hexdigest()
+            digests[key] = digest(data)
     # nginx's workers drop root's privileges: let them read the tree.
     for path in (root.parent, root, *root.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -482,7 +496,7 @@ def verify(
                 raise RuntimeError(f"{who}: GET {key} failed: {exc!r}") from exc
             if response.status_code != 200:
                 raise RuntimeError(f"{who}: GET {key} answered {response.status_code}: {response.text[:300]}")
-            if hashlib.sha256(response.content).hexdigest() != digests[key]:
+            if digest(response.content) != digests[key]:
                 raise RuntimeError(
                     f"{who}: GET {key} returned {len(response.content)} bytes that differ from the file"
                 )
