@@ -554,6 +554,35 @@ def details(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def cpu_bounds(rows: Sequence[Row], cores: int, target: float = 0.9) -> str:
+    """How far the machine's cores let a cold pass go, were CPU the only limit: the direct pass
+    spent C_d of CPU per object over all processes (moto, the client, interrupts, the rest), the
+    server C_s; a pass at ratio r of the direct rate R needs r * R * (C_d + C_s) of `cores`, so
+    r <= cores / (R * (C_d + C_s)), and `target` leaves the server cores / (target * R) - C_d.
+    An estimate: it takes moto's and the client's CPU per object in the cold pass to be the direct
+    pass's, and the scheduler to pack the cores full, which it does not (moto's threads share a GIL
+    and need one core at a time)."""
+    lines = []
+    for row in rows:
+        m = row.m
+        direct = next((r.m for r in rows if r.m.size == m.size and r.m.server == DIRECT_ONCE), None)
+        if direct is None or RATIO_BASE.get(m.server) != DIRECT_ONCE or m.server == DIRECT_BUSY:
+            continue
+        total = direct.cpu_seconds + direct.client_cpu_seconds + direct.interrupt_cpu_seconds
+        c_direct = (total + direct.other_cpu_seconds) / direct.requests
+        c_server = m.cpu_seconds / m.requests
+        rate = direct.requests / direct.wrk.seconds
+        bound = cores / (rate * (c_direct + c_server))
+        allowed = cores / (target * rate) - c_direct
+        lines.append(
+            f"  {m.size.label:>6}  {m.server:<30} at most {bound:.2f}x (measured {m.rate / direct.rate:.2f}x): "
+            f"{cores} cores / ({rate:,.1f} objects/s x ({1e6 * c_direct:,.0f} + {1e6 * c_server:,.0f} µs)); "
+            f"{target}x would leave it {1e6 * allowed:,.0f} µs per object"
+            + ("" if allowed > 0 else " (none: the direct pass alone fills the cores)")
+        )
+    return "\n".join(lines)
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -834,6 +863,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("other rows are wrk cycling presigned URLs. ratio: hits vs nginx static; cold vs direct 1 pass.")
     print("Per run, CPU in % of one core ('client' is wrk or this process; (!) = disturbed or errors):")
     print(details(rows))
+    bounds = cpu_bounds(rows, os.cpu_count() or 1)
+    if bounds:
+        print("CPU bound of each cold ratio, were the cores the only limit (CPU per object: the direct")
+        print("pass's, all processes, + the server's own):")
+        print(bounds)
     if profile:
         print(profile)
     print(f"total time {time.monotonic() - started:.0f}s")
