@@ -326,6 +326,15 @@ class PageIndex:
                 self._connections.append(con)
         return con
 
+    def _nowait_con(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "nowait", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=0.0, isolation_level=None, check_same_thread=False)
+            self._local.nowait = con
+            with self._connections_lock:
+                self._connections.append(con)
+        return con
+
     @contextmanager
     def transaction(self) -> Iterator[Txn]:
         with self._locked():
@@ -406,9 +415,11 @@ class PageIndex:
         )
         return [str(n) for (n,) in cur]
 
-    def get_object(self, mount: str, path: str) -> tuple[ObjectInfo, float] | None:
+    def get_object(self, mount: str, path: str, *, nowait: bool = False) -> tuple[ObjectInfo, float] | None:
+        """The object's row. `nowait`: on a connection that raises sqlite3.OperationalError at once
+        where the others would wait for a lock (for the event loop, which must not block)."""
         row = (
-            self._con()
+            (self._nowait_con() if nowait else self._con())
             .execute(
                 "SELECT path, etag, size, last_modified, content_type, metadata, parts_count, checked_at"
                 " FROM objects WHERE mount = ? AND path = ?",

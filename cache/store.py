@@ -42,6 +42,7 @@ import fcntl
 import logging
 import mmap
 import os
+import sqlite3
 import struct
 import threading
 import time
@@ -132,8 +133,9 @@ class _Pending:
 
 
 class PageStore:
-    """Page files + index. Construct with `await PageStore.open(...)`; every method that touches the
-    disk runs in the store's own thread pool, never on the event loop."""
+    """Page files + index. Construct with `await PageStore.open(...)`. What may wait for the disk
+    runs in the store's own threads; on the event loop run only reads that cannot wait: a page the
+    kernel has in memory (read_soon) and an object's index row (get_object)."""
 
     def __init__(
         self,
@@ -376,7 +378,7 @@ class PageStore:
     def _read_inline(self, key: PageKey, length: int, ttl: float | None) -> object:
         """The common case of `_read_sync` without its slow branches: a whole, fresh page (bytes)
         or no file (None). Corrupt, expired, unreadable or not-in-memory pages give _SLOW, and the
-        threaded path reads or drops them (it touches the index, which never runs on the loop)."""
+        threaded path reads or drops them (dropping writes the index, which only its threads do)."""
         try:
             fd = os.open(self.file_of(key.name), os.O_RDONLY)
         except FileNotFoundError:
@@ -825,7 +827,13 @@ class PageStore:
         return await self._run(self.index.delete_orphan_objects)
 
     async def get_object(self, mount: str, path: str) -> tuple[ObjectInfo, float] | None:
-        return await self._run(self.index.get_object, mount, path)
+        """The object's row, looked up on the event loop: the first thing a cold read does, and a
+        thread hop there cost more than the lookup (one indexed SELECT; WAL mode, so no writer
+        holds it up). A read SQLite would have to wait for goes to an index thread instead."""
+        try:
+            return self.index.get_object(mount, path, nowait=True)
+        except sqlite3.OperationalError:
+            return await self._run(self.index.get_object, mount, path)
 
     async def objects_due(self, mount: str, now: float, limit: int) -> list[tuple[ObjectInfo, float]]:
         return await self._run(self.index.objects_due, mount, now, limit)

@@ -486,3 +486,36 @@ def test_worker_processes_open_a_fresh_cache_at_once(tmp_path: Path) -> None:
         for proc in procs:
             proc.join(timeout=60)
         assert [proc.exitcode for proc in procs] == [0, 0, 0, 0], round_
+
+
+async def test_an_object_row_is_read_on_the_event_loop_or_in_a_thread_when_sqlite_would_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(tmp_path, Clock())
+    await store.write(key("a"), b"z" * P, meta("/m/a"))
+    run = store._run
+
+    def no_thread(*args: object) -> Any:
+        raise AssertionError("an index thread was used")
+
+    monkeypatch.setattr(store, "_run", no_thread)
+    row = await store.get_object("m", "/m/a")
+    assert row is not None and row[0].etag == "e1"
+    assert await store.get_object("m", "/m/b") is None
+
+    class Locked:  # what a connection with no busy timeout raises where SQLite would wait
+        def execute(self, *args: object) -> Any:
+            raise sqlite3.OperationalError("database is locked")
+
+    threads: list[str] = []
+
+    def in_thread(fn: Any, *args: object) -> Any:
+        threads.append(fn.__name__)
+        return run(fn, *args)
+
+    monkeypatch.setattr(store.index, "_nowait_con", Locked)
+    monkeypatch.setattr(store, "_run", in_thread)
+    row = await store.get_object("m", "/m/a")
+    assert row is not None and row[0].etag == "e1"
+    assert threads == ["get_object"]
+    await store.aclose()
