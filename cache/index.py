@@ -7,8 +7,10 @@ grouped queries, so every one of those would become a scan over its rows. We kee
 counters maintained by triggers (a lookup, not a scan), eviction orders as data, bounded culls,
 data files written before the row.
 
-The hit path never queries this index (see store.py); only writes, evictions and admin calls do.
-Every method here blocks: callers run them in the store's executor threads. Each thread has its
+A hit never queries this index (see store.py); an object's first read (its row, on the event
+loop), writes, evictions and admin calls do.
+Every method here may block: callers run them in the store's executor threads (all but
+`get_object(nowait=True)`, which never waits for a lock). Each thread has its
 own connection. Writers are serialised in-process by a lock and across processes by an flock of
 `<index>.lock` (then SQLite's BEGIN IMMEDIATE never waits in its sleeping busy handler), so several
 gateway processes may share one cache directory.

@@ -1,4 +1,4 @@
-"""Page files on local disk, indexed by PageIndex.
+"""Page files on local disk (their format, writes and reads: pagefile.py), indexed by PageIndex.
 
 Layout under the cache directory:
 
@@ -37,14 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import logging
-import mmap
 import os
 import sqlite3
-import struct
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -53,13 +48,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar, cast
 
-from awscrt.checksums import crc32c
-
 from ufs_adapters.base import ObjectInfo
 
 from .index import PageIndex, PageRow, Txn, Victim
 from .keys import PageKey
 from .lane import Lane
+from .pagefile import HEADER, INLINE_MAX, NOWAIT, SLOW, PageFiles, remove_if_dead
 from .policy import Policy
 from .stats import EvictionReason
 
@@ -67,22 +61,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# magic, CRC-32C of the data, length of the data, store time (unix seconds). CRC-32C because the
-# CPU computes it (awscrt: ~20 µs per MiB against zlib.crc32's ~250 µs), and every hit verifies it.
-HEADER = struct.Struct("<4sIId")
-MAGIC = b"HPG2"  # HPG1 pages (zlib CRC-32) fail the magic check and are dropped as corrupt
-# Pages are read on the event loop when the kernel has them in its page cache: a few µs of syscalls
-# (and ~50 µs of copy per MiB) against a thread hop and the GIL hand-offs around it, which left a
-# 1 MiB-hit worker idle a third of the time. Pages up to INLINE_MAX are read with one pread; larger
-# ones with preadv(RWF_NOWAIT), which fails rather than wait for the disk. Anything unusual on that
-# path (a page on disk only, a bad header, a short file) is redone in a thread (_read_sync).
-INLINE_MAX = 64 * 1024
-NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux; elsewhere large pages always go through the thread
-_SLOW = object()
-DIRECT = getattr(os, "O_DIRECT", 0)
-DIRECT_ALIGN = 4096  # O_DIRECT buffers, offsets and lengths: a multiple of any disk's block size
-TMP_MAX_AGE = 600.0  # a temporary file this old belongs to a writer that died
-TMP_SUFFIX = ".tmp"  # a page file being written: <name>.<pid>.<tid>.tmp
 INDEX_THREADS = 2  # the index's threads: one may drain the write lane while another looks up
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
 COMMIT_BATCH = 64  # pages per write-lane batch (one transaction)
@@ -160,21 +138,17 @@ class PageStore:
         self.page_size = page_size
         self.cull_limit = max(1, cull_limit)
         self.fsync = fsync
-        self.direct_io = direct_io and bool(DIRECT)
-        self._local = threading.local()  # per writing thread: _write_direct's aligned buffer
         self.clock = clock
         self.evictions: Counter[EvictionReason] = Counter({r: 0 for r in EvictionReason})
         self.used = 0
         self.pages = 0
         self.not_stored = 0  # pages that found no room (quota smaller than a page, cull limit reached)
         self._pages_dir = os.path.join(self.directory, "pages")
+        self.files = PageFiles(self._pages_dir, page_size, direct_io)
         self._tmp_dir = os.path.join(self.directory, "tmp")
-        self._made_dirs: set[str] = set()
         # name -> last access; written by reader threads, applied to the index in batches so that
         # a hit costs no write transaction. Losing some (crash) only blurs the LRU order.
         self._touches: dict[str, float] = {}
-        self._inline_head = bytearray(HEADER.size)  # _read_inline's, reused (event loop only)
-        self._inline_extra = bytearray(1)
         # Two pools. The index's: lookups, drops and the write lane, in INDEX_THREADS threads, so
         # that a lookup need not wait for a lane's batch. And the page readers': a hit whose page
         # is not in memory, `threads` at once, as the disk takes many reads in parallel. Every
@@ -238,7 +212,12 @@ class PageStore:
         return self._index
 
     def file_of(self, name: str) -> str:
-        return os.path.join(self._pages_dir, name[:2], name)
+        return self.files.file_of(name)
+
+    @property
+    def direct_io(self) -> bool:
+        """Whether pages over INLINE_MAX are written with O_DIRECT (off once the disk refused it)."""
+        return self.files.direct_io
 
     def _refresh(self, txn: Txn | None = None) -> None:
         self.used, self.pages = txn.totals() if txn is not None else self.index.totals()
@@ -307,17 +286,6 @@ class PageStore:
                 " WHERE quota_owner IS NOT NULL GROUP BY quota_owner"
             )
 
-    def _files_sorted(self, now: float) -> Iterator[str]:
-        """Page file names in order; temporary files of dead writers are removed on the way."""
-        for top in sorted(os.listdir(self._pages_dir)):
-            top_dir = os.path.join(self._pages_dir, top)
-            if os.path.isdir(top_dir):
-                for name in sorted(os.listdir(top_dir)):
-                    if name.endswith(TMP_SUFFIX):
-                        _remove_if_dead(os.path.join(top_dir, name), name, now)
-                    else:
-                        yield name
-
     def _recover_sync(self) -> None:
         """Make files and rows agree after a crash: remove files without rows, rows without files,
         and temporary files of dead writers.
@@ -329,8 +297,8 @@ class PageStore:
         now = time.time()
         if os.path.isdir(self._tmp_dir):  # where caches written before 2026-11-26 kept them
             for entry in os.scandir(self._tmp_dir):
-                _remove_if_dead(entry.path, entry.name, now)
-        files, rows = self._files_sorted(now), self.index.names_sorted()
+                remove_if_dead(entry.path, entry.name, now)
+        files, rows = self.files.names_sorted(now), self.index.names_sorted()
         orphans: list[str] = []  # files without rows
         missing: list[str] = []  # rows without files
         file, row = next(files, None), next(rows, None)
@@ -368,93 +336,33 @@ class PageStore:
         Separate from `read` so a reader can start the next page before sending this one.
         """
         if length <= INLINE_MAX or NOWAIT:
-            data = self._read_inline(key, length, ttl)
-            if data is not _SLOW:
+            now = self.clock()
+            data = self.files.read_inline(key.name, length, ttl, now)
+            if data is not SLOW:
+                if data is not None:
+                    self._touches[key.name] = now
                 done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
                 done.set_result(cast("bytes | None", data))
                 return done
         return self._read_in_thread(key, length, ttl)
 
-    def _read_inline(self, key: PageKey, length: int, ttl: float | None) -> object:
-        """The common case of `_read_sync` without its slow branches: a whole, fresh page (bytes)
-        or no file (None). Corrupt, expired, unreadable or not-in-memory pages give _SLOW, and the
-        threaded path reads or drops them (dropping writes the index, which only its threads do)."""
-        try:
-            fd = os.open(self.file_of(key.name), os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return _SLOW
-        try:
-            if length <= INLINE_MAX:
-                buf = os.pread(fd, HEADER.size + length + 1, 0)
-                got = len(buf)
-                head: bytes | bytearray = buf
-                data = buf[HEADER.size :]
-            else:
-                # Into the page's own buffer, no copy; the extra byte tells a longer file. The
-                # header and extra buffers are the store's own: this runs on the event loop only,
-                # and the header is unpacked before anything else can run.
-                head, body = self._inline_head, bytearray(length)
-                got = os.preadv(fd, [head, body, self._inline_extra], 0, NOWAIT)
-                data = cast(bytes, body)  # bytearray is what the ASGI server writes
-        except OSError:  # EAGAIN (not in memory) among them
-            return _SLOW
-        finally:
-            os.close(fd)
-        if got != HEADER.size + length:
-            return _SLOW
-        magic, crc, stored_length, store_time = HEADER.unpack_from(head)
-        if magic != MAGIC or stored_length != length or crc32c(data) != crc:
-            return _SLOW
-        now = self.clock()
-        if ttl is not None and store_time + ttl <= now:
-            return _SLOW
-        self._touches[key.name] = now
-        return data
-
     async def read(self, key: PageKey, length: int, ttl: float | None = None) -> bytes | None:
         return await self._read_in_thread(key, length, ttl)
 
     def _read_sync(self, key: PageKey, length: int, ttl: float | None) -> bytes | None:
-        """Data of the page if its file is whole: header magic, length `length`, file size and
-        CRC-32 all agree. A file that fails is dropped (`corrupt`); one older than `ttl` (the
-        current rule's, so a changed rule applies at once) is dropped as `ttl`. Both are misses."""
+        """Data of the page if its file is whole (PageFiles.read_checked). A file that fails is
+        dropped (`corrupt`); one older than `ttl` (the current rule's, so a changed rule applies
+        at once) is dropped as `ttl`. Both are misses."""
         name = key.name
-        path = self.file_of(name)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # EIO, EMFILE...: not proof of a bad page; serve from the UFS
-            log.warning("cache page %s unreadable: %r", name, exc)
-            return None
-        try:
-            st = os.fstat(fd)
-            head = bytearray(HEADER.size)
-            body = bytearray(length)
-            # One syscall, and the data lands in its own buffer: no copy of a 1 MiB page.
-            got = os.preadv(fd, [head, body], 0)
-            ok = got == HEADER.size + length and st.st_size == got
-            if ok:
-                magic, crc, stored_length, store_time = HEADER.unpack(head)
-                ok = magic == MAGIC and stored_length == length
-            if ok:
-                # bytearray is what the ASGI server writes and what slicing yields; typed as bytes.
-                data = cast(bytes, body)
-                ok = crc32c(data) == crc
-        except OSError as exc:
-            log.warning("cache page %s unreadable: %r", name, exc)
-            return None
-        finally:
-            os.close(fd)
-        if not ok:
-            log.warning("cache page %s (%s page %d) is corrupt; dropping it", name, key.path, key.index)
-            self._drop_if_same(name, st.st_ino, EvictionReason.CORRUPT)
+        data, ino, store_time = self.files.read_checked(name, length)
+        if data is None:
+            if ino >= 0:
+                log.warning("cache page %s (%s page %d) is corrupt; dropping it", name, key.path, key.index)
+                self._drop_if_same(name, ino, EvictionReason.CORRUPT)
             return None
         now = self.clock()
         if ttl is not None and store_time + ttl <= now:
-            self._drop_if_same(name, st.st_ino, EvictionReason.TTL)
+            self._drop_if_same(name, ino, EvictionReason.TTL)
             return None
         self._touches[name] = now
         return data
@@ -561,76 +469,8 @@ class PageStore:
             self.not_stored += 1
             return None
         now = self.clock()
-        final = self.file_of(key.name)
-        parent = os.path.dirname(final)
-        if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
-            self._made_dirs.add(parent)
-        tmp = f"{final}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}"
-        head = HEADER.pack(MAGIC, crc32c(data), len(data), now)
-        try:
-            # Small pages are written through the page cache: the copy is cheap for them, and a
-            # hit reads them with a pread on the event loop, which must find them in memory.
-            fd, direct = self._open_tmp(tmp, self.direct_io and len(data) > INLINE_MAX)
-            try:
-                if direct:
-                    self._write_direct(fd, head, data)
-                else:
-                    _write_all(fd, head, data)
-                if self.fsync:
-                    os.fsync(fd)  # the data is durable before any row can point at it
-            finally:
-                os.close(fd)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        tmp = self.files.write_tmp(key.name, data, now, self.fsync)
         return _Pending(key, tmp, size, meta, now)
-
-    def _open_tmp(self, tmp: str, direct: bool) -> tuple[int, bool]:
-        """The page's temporary file, open for O_DIRECT writes if `direct` and the file system
-        takes them; and whether it is."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        if direct:
-            try:
-                return os.open(tmp, flags | DIRECT, 0o644), True
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._no_direct_io(exc)  # tmpfs before Linux 6.6, for one, refuses it at open
-        return os.open(tmp, flags, 0o644), False
-
-    def _no_direct_io(self, exc: OSError) -> None:
-        if self.direct_io:
-            self.direct_io = False
-            log.warning("cache directory %s refuses O_DIRECT (%s): page writes go through the page cache",
-                        self.directory, exc.strerror)  # fmt: skip
-
-    def _write_direct(self, fd: int, head: bytes, data: bytes) -> None:
-        """The page's whole blocks in one O_DIRECT write from the store's aligned buffer, the
-        bytes of its last, partial block in a buffered one: the data goes from the buffer to the
-        disk, neither copied into the kernel's page cache nor taking its memory, and no block has to
-        be read back (as cutting a padded file to its length would). A file system that refuses
-        O_DIRECT gets the whole page buffered."""
-        size = len(head) + len(data)
-        aligned = size - size % DIRECT_ALIGN
-        buf: mmap.mmap | None = getattr(self._local, "buf", None)
-        if buf is None or len(buf) < size:  # mmap memory is page-aligned, as O_DIRECT needs
-            buf = self._local.buf = mmap.mmap(-1, max(size, HEADER.size + self.page_size))
-        view = memoryview(buf)
-        view[: len(head)] = head
-        view[len(head) : size] = data
-        written = 0
-        try:
-            written = os.write(fd, view[:aligned])
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            self._no_direct_io(exc)
-        if written < size:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~DIRECT)
-            while written < size:
-                written += os.pwrite(fd, view[written:size], written)
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         """One transaction: for each page, room, rename into place and row. Sets every item's
@@ -882,39 +722,6 @@ def _discard(written: Future[_Pending | None]) -> None:
             os.unlink(pending.tmp)
 
 
-def _write_all(fd: int, head: bytes, data: bytes) -> None:
-    written = os.writev(fd, [head, data])
-    total = len(head) + len(data)
-    if written < total:  # short writes are rare (signals, full disk); finish from a view
-        view = memoryview(head + data)
-        while written < total:
-            written += os.write(fd, view[written:])
-
-
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _remove_if_dead(path: str, name: str, now: float) -> None:
-    """Remove a temporary page file whose writer died (or that is older than any write takes)."""
-    with contextlib.suppress(OSError):
-        if now - os.stat(path).st_mtime > TMP_MAX_AGE or not _pid_alive(name):
-            os.unlink(path)
-
-
-def _pid_alive(tmp_name: str) -> bool:
-    """Whether the writer of a temporary file (`<name>.<pid>.<tid>`) still runs."""
-    try:
-        pid = int(tmp_name.split(".")[1])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

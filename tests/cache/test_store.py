@@ -18,9 +18,10 @@ import pytest
 
 from cache.index import Txn
 from cache.keys import PageKey
+from cache.pagefile import HEADER, INLINE_MAX, TMP_SUFFIX
 from cache.policy import Policy, Priority, Rule
 from cache.stats import EvictionReason
-from cache.store import HEADER, INLINE_MAX, TMP_SUFFIX, WRITERS, PageMeta, PageStore
+from cache.store import WRITERS, PageMeta, PageStore
 from tests.cache.helpers import Clock
 from ufs_adapters.base import ObjectInfo
 
