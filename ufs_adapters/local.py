@@ -41,16 +41,9 @@ import errno
 import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
 import stat as st_mode
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,7 +67,6 @@ from .base import (
     InvalidPart,
     InvalidPath,
     ListPage,
-    NoSuchUpload,
     NotEmpty,
     NotFound,
     NotSupported,
@@ -84,244 +76,37 @@ from .base import (
     PermissionDenied,
     PreconditionFailed,
     ReadOptions,
-    UfsError,
-    Unavailable,
-    UploadInfo,
     UploadsPage,
     WriteMeta,
     read_head_in_two,
 )
+from .local_fs import (
+    DIR_OBJECT,
+    HIDDEN_PREFIX,
+    NO_XATTRS,
+    Key,
+    Temp,
+    copy_fd,
+    fallback_etag,
+    fsync_dir,
+    mtime,
+    open_temp,
+    os_error,
+    parse_dir,
+    parse_key,
+    write_all,
+)
+from .local_listing import Directories
+from .local_uploads import Staging
 
 T = TypeVar("T")
 
-HIDDEN_PREFIX = ".hoard-"  # reserved: never a key segment, never listed
-TMP_PREFIX = ".hoard-tmp-"
-DIR_OBJECT = ".hoard-dirobj"  # body and metadata of the folder-marker key `dir/`
 UPLOADS_DIR = ".hoard-uploads"
-UPLOAD_RECORD = "upload.json"
 META_XATTR = "user.hoard.meta"
 MAX_PART_RUNS = 64  # part sizes kept as at most this many [size, count] runs (xattrs are small)
 OPTIONS = ("staging_dir",)
 
-_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
-_PART_FILE = re.compile(r"part-(\d{5})")
 _ENOATTR = getattr(errno, "ENOATTR", errno.ENODATA)
-_NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
-
-# OSError -> UfsError, by errno; anything else becomes a plain UfsError (an internal error above).
-_ERRNO_ERRORS: Mapping[int, type[UfsError]] = {
-    errno.ENOENT: NotFound,
-    errno.ENOTDIR: NotFound,  # a path through a file: that object does not exist
-    errno.EACCES: PermissionDenied,
-    errno.EPERM: PermissionDenied,
-    errno.EROFS: PermissionDenied,
-    errno.ENAMETOOLONG: InvalidPath,
-    errno.ELOOP: InvalidPath,
-    errno.EISDIR: InvalidPath,
-    errno.EINVAL: InvalidPath,
-    errno.EEXIST: AlreadyExists,
-    errno.ENOTEMPTY: NotEmpty,
-    errno.ENOSPC: Unavailable,
-    errno.EDQUOT: Unavailable,
-    errno.EIO: Unavailable,
-    errno.ESTALE: Unavailable,
-    errno.ETIMEDOUT: Unavailable,
-    errno.EBUSY: Unavailable,
-    errno.EAGAIN: Unavailable,
-    errno.EMFILE: Unavailable,
-    errno.ENFILE: Unavailable,
-}
-
-
-def _os_error(path: str, exc: OSError) -> UfsError:
-    cls = _ERRNO_ERRORS.get(exc.errno or 0, UfsError)
-    return cls(path, exc.strerror or str(exc))
-
-
-# --- keys -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    """A checked key: its segments, and whether it is a folder marker (`dir/`)."""
-
-    key: str
-    segments: tuple[str, ...]
-    marker: bool
-
-    @property
-    def dir_segments(self) -> tuple[str, ...]:
-        """Segments of the directory that holds the object's file."""
-        return self.segments if self.marker else self.segments[:-1]
-
-
-def _check_segment(key: str, segment: str) -> None:
-    if segment in ("", ".", ".."):
-        raise InvalidPath(key, f"segment {segment!r} is not allowed in a key on a file system mount")
-    if segment.startswith(HIDDEN_PREFIX):
-        raise InvalidPath(key, f"names starting with {HIDDEN_PREFIX!r} are reserved by Hoard")
-
-
-def _parse_key(key: str) -> _Key:
-    if not key:
-        raise InvalidPath(key, "empty key")
-    if "\x00" in key:
-        raise InvalidPath(key, "NUL in key")
-    if key.startswith("/"):
-        raise InvalidPath(key, "absolute key")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidPath(key, "key is not valid UTF-8") from None
-    marker = key.endswith("/")
-    segments = tuple((key[:-1] if marker else key).split("/"))
-    for segment in segments:
-        _check_segment(key, segment)
-    return _Key(key, segments, marker)
-
-
-def _parse_dir(path: str) -> _Key:
-    """A directory path (`bucket` or `a/b`, one trailing slash allowed) as a marker-shaped key."""
-    return _parse_key(path if path.endswith("/") else path + "/")
-
-
-def _mtime(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, UTC)
-
-
-def _fallback_etag(st: os.stat_result) -> str:
-    return hashlib.md5(f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}".encode()).hexdigest()
-
-
-def _write_all(fd: int, digest: Any, data: bytes | bytearray | memoryview) -> None:
-    digest.update(data)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _copy_fd(src: int, dst: int, size: int) -> None:
-    """Copy `size` bytes from src's offset 0 to dst's position; in-kernel where the OS can."""
-    offset = 0
-    try:
-        while offset < size:
-            n = os.copy_file_range(src, dst, size - offset, offset)
-            if n == 0:
-                break
-            offset += n
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
-            raise
-    while offset < size:  # no copy_file_range here: plain read/write from where it stopped
-        data = os.pread(src, min(CHUNK_SIZE, size - offset), offset)
-        if not data:
-            break
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst, view) :]
-        offset += len(data)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some NAS file systems cannot fsync a directory
-        if exc.errno not in (errno.EINVAL, errno.EBADF, *_NO_XATTRS):
-            raise
-    finally:
-        os.close(fd)
-
-
-@dataclass(slots=True)
-class _Temp:
-    """An open temp file that becomes `dest` on commit; `discard()` is safe to call repeatedly."""
-
-    fd: int
-    path: str
-    dest: str
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
-
-    def discard(self) -> None:
-        try:
-            self.close()
-        except OSError:
-            pass
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
-
-def _open_temp(directory: str, dest: str) -> _Temp:
-    while True:
-        path = os.path.join(directory, TMP_PREFIX + secrets.token_hex(8))
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:
-            continue
-        return _Temp(fd, path, dest)
-
-
-# --- directory listings -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    sort_key: str  # `name/` for a directory, `name` for a file: S3 order of the keys below
-    name: str
-    is_dir: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Listing:
-    ident: tuple[int, int]  # (st_dev, st_ino): detects symlink cycles
-    entries: list[_Entry]  # sorted by sort_key (code point order is UTF-8 byte order)
-    has_marker: bool
-
-
-class _ListingCache:
-    """Sorted listings of big directories, so paging through one costs one sort, not one per page.
-
-    Entries are keyed by (path, inode, mtime_ns) and dropped on our own changes to a directory.
-    """
-
-    min_entries = 1024
-    capacity = 16
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[int, int, _Listing]] = OrderedDict()
-
-    def get(self, path: str, st: os.stat_result) -> _Listing | None:
-        with self._lock:
-            item = self._items.get(path)
-            if item is None or item[:2] != (st.st_ino, st.st_mtime_ns):
-                return None
-            self._items.move_to_end(path)
-            return item[2]
-
-    def put(self, path: str, st: os.stat_result, listing: _Listing) -> None:
-        if len(listing.entries) < self.min_entries:
-            return
-        with self._lock:
-            self._items[path] = (st.st_ino, st.st_mtime_ns, listing)
-            self._items.move_to_end(path)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def discard(self, path: str) -> None:
-        with self._lock:
-            self._items.pop(path, None)
-
 
 # --- the adapter ------------------------------------------------------------------------------
 
@@ -334,8 +119,9 @@ class LocalAdapter:
     def __init__(self, root: str | os.PathLike[str], *, staging_dir: Path | None = None) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self._real_root = os.path.realpath(self.root)
-        self._staging = os.path.abspath(staging_dir) if staging_dir else os.path.join(self.root, UPLOADS_DIR)
-        self._listings = _ListingCache()
+        staging = os.path.abspath(staging_dir) if staging_dir else os.path.join(self.root, UPLOADS_DIR)
+        self._staging = Staging(staging)
+        self._dirs = Directories(self._real_root)
 
     @classmethod
     async def open(
@@ -371,18 +157,15 @@ class LocalAdapter:
         try:
             return await anyio.to_thread.run_sync(fn)
         except OSError as exc:
-            raise _os_error(path, exc) from exc
-
-    def _inside(self, real: str) -> bool:
-        return real == self._real_root or real.startswith(self._real_root + os.sep)
+            raise os_error(path, exc) from exc
 
     def _fs_path(self, key: str, segments: tuple[str, ...], *tail: str) -> str:
         path = os.path.join(self.root, *segments, *tail)
-        if not self._inside(os.path.realpath(path)):
+        if not self._dirs.inside(os.path.realpath(path)):
             raise InvalidPath(key, "the path resolves outside the mount root (symlink)")
         return path
 
-    def _object_path(self, k: _Key) -> str:
+    def _object_path(self, k: Key) -> str:
         return self._fs_path(k.key, k.segments, DIR_OBJECT) if k.marker else self._fs_path(k.key, k.segments)
 
     # --- metadata -----------------------------------------------------------------------------
@@ -393,7 +176,7 @@ class LocalAdapter:
         try:
             raw = os.getxattr(target, META_XATTR)
         except OSError as exc:
-            if exc.errno in (errno.ENODATA, _ENOATTR, *_NO_XATTRS):
+            if exc.errno in (errno.ENODATA, _ENOATTR, *NO_XATTRS):
                 return None
             raise
         try:
@@ -412,7 +195,7 @@ class LocalAdapter:
         try:
             os.setxattr(fd, META_XATTR, json.dumps(record, separators=(",", ":")).encode())
         except OSError as exc:
-            if exc.errno in _NO_XATTRS:
+            if exc.errno in NO_XATTRS:
                 return  # no xattrs on this file system: the stable fallback ETag applies
             if exc.errno in (errno.E2BIG, errno.ERANGE, errno.ENOSPC):
                 raise InvalidPath(key, "metadata too large for this file system's xattrs") from exc
@@ -426,20 +209,20 @@ class LocalAdapter:
         rather than the stored content hash)."""
         record = cls._read_meta(target, st)
         if record is None:
-            return ObjectInfo(key, st.st_size, _fallback_etag(st), _mtime(st.st_mtime_ns)), None
+            return ObjectInfo(key, st.st_size, fallback_etag(st), mtime(st.st_mtime_ns)), None
         parts = record.get("parts")
         info = ObjectInfo(
             path=key,
             size=st.st_size,
             etag=record["etag"],
-            last_modified=_mtime(st.st_mtime_ns),
+            last_modified=mtime(st.st_mtime_ns),
             content_type=record.get("content_type"),
             metadata={str(k): str(v) for k, v in record.get("metadata", {}).items()},
             parts_count=parts if isinstance(parts, int) else None,
         )
         return info, record
 
-    def _open_object(self, k: _Key) -> tuple[int, ObjectInfo, dict[str, Any] | None]:
+    def _open_object(self, k: Key) -> tuple[int, ObjectInfo, dict[str, Any] | None]:
         # O_NONBLOCK: a FIFO planted under the root must not hang a worker thread.
         fd = os.open(self._object_path(k), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -452,14 +235,14 @@ class LocalAdapter:
             raise
         return fd, info, record
 
-    def _stat_sync(self, k: _Key) -> ObjectInfo:
+    def _stat_sync(self, k: Key) -> ObjectInfo:
         fd, info, _ = self._open_object(k)
         os.close(fd)
         return info
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _check_ancestors(self, k: _Key, *, create: bool) -> None:
+    def _check_ancestors(self, k: Key, *, create: bool) -> None:
         """Every folder on the way must be a directory, never an object file (`a` vs `a/b`)."""
         current = self.root
         for depth, segment in enumerate(k.dir_segments, 1):
@@ -467,7 +250,7 @@ class LocalAdapter:
             if create:
                 try:
                     os.mkdir(current)
-                    self._listings.discard(os.path.dirname(current))
+                    self._dirs.discard(os.path.dirname(current))
                     continue
                 except FileExistsError:
                     pass
@@ -481,12 +264,12 @@ class LocalAdapter:
             if not create and not os.path.exists(current):
                 return
 
-    def _clear_destination(self, k: _Key, dest: str) -> None:
+    def _clear_destination(self, k: Key, dest: str) -> None:
         """A key `a` may replace a directory `a` only if no file at all is left in it."""
         if k.marker or not os.path.isdir(dest):
             return
         if self._remove_empty_tree(dest):
-            self._listings.discard(os.path.dirname(dest))
+            self._dirs.discard(os.path.dirname(dest))
         else:
             raise InvalidPath(
                 k.key,
@@ -506,14 +289,14 @@ class LocalAdapter:
             return False
         return True
 
-    def _prepare_write(self, k: _Key) -> _Temp:
+    def _prepare_write(self, k: Key) -> Temp:
         dest = self._object_path(k)
         directory = os.path.dirname(dest)
         for attempt in range(3):
             self._check_ancestors(k, create=True)
             self._clear_destination(k, dest)
             try:
-                return _open_temp(directory, dest)
+                return open_temp(directory, dest)
             except FileNotFoundError:
                 if attempt == 2:  # a concurrent delete keeps pruning the directory we made
                     raise
@@ -522,7 +305,7 @@ class LocalAdapter:
     def _commit(
         self,
         key: str,
-        temp: _Temp,
+        temp: Temp,
         etag: str,
         content_type: str | None,
         metadata: Mapping[str, str],
@@ -550,8 +333,8 @@ class LocalAdapter:
         temp.close()
         os.replace(temp.path, temp.dest)
         directory = os.path.dirname(temp.dest)
-        _fsync_dir(directory)
-        self._listings.discard(directory)
+        fsync_dir(directory)
+        self._dirs.discard(directory)
         return info
 
     async def _pump(self, path: str, body: AsyncIterable[bytes], fd: int, digest: Any) -> None:
@@ -560,15 +343,15 @@ class LocalAdapter:
         async for chunk in body:
             buf += chunk
             if len(buf) >= CHUNK_SIZE:
-                await self._run(path, partial(_write_all, fd, digest, buf))
+                await self._run(path, partial(write_all, fd, digest, buf))
                 buf = bytearray()
         if buf:
-            await self._run(path, partial(_write_all, fd, digest, buf))
+            await self._run(path, partial(write_all, fd, digest, buf))
 
     async def write(
         self, path: str, body: AsyncIterable[bytes], *, size: int | None, meta: WriteMeta
     ) -> ObjectInfo:
-        k = _parse_key(path)
+        k = parse_key(path)
         temp = await self._run(path, partial(self._prepare_write, k))
         try:
             digest = hashlib.md5()
@@ -585,7 +368,7 @@ class LocalAdapter:
     # --- reading ------------------------------------------------------------------------------
 
     async def stat(self, path: str) -> ObjectInfo:
-        k = _parse_key(path)
+        k = parse_key(path)
         return await self._run(path, partial(self._stat_sync, k))
 
     async def read_head(
@@ -593,7 +376,7 @@ class LocalAdapter:
     ) -> tuple[ObjectInfo, bytes]:
         return await read_head_in_two(self, path, length, start)
 
-    def _part_range_sync(self, k: _Key, path: str, part_number: int, etag: str) -> tuple[int, int]:
+    def _part_range_sync(self, k: Key, path: str, part_number: int, etag: str) -> tuple[int, int]:
         fd, info, record = self._open_object(k)
         os.close(fd)
         if info.etag != unquote_etag(etag):
@@ -612,12 +395,10 @@ class LocalAdapter:
 
     async def part_range(self, path: str, part_number: int, etag: str) -> tuple[int, int]:
         """From the part sizes kept (as runs) in the object's xattr record at its completion."""
-        return await self._run(
-            path, partial(self._part_range_sync, _parse_key(path), path, part_number, etag)
-        )
+        return await self._run(path, partial(self._part_range_sync, parse_key(path), path, part_number, etag))
 
     async def read(self, path: str, opts: ReadOptions) -> AsyncIterator[bytes]:
-        k = _parse_key(path)
+        k = parse_key(path)
         fd, info, _ = await self._run(path, partial(self._open_object, k))
         try:
             if opts.if_match is not None and unquote_etag(opts.if_match) != info.etag:
@@ -635,58 +416,6 @@ class LocalAdapter:
 
     # --- listing ------------------------------------------------------------------------------
 
-    def _scan(self, path: str) -> _Listing:
-        st = os.stat(path)
-        cached = self._listings.get(path, st)
-        if cached is not None:
-            return cached
-        entries: list[_Entry] = []
-        has_marker = False
-        with os.scandir(path) as it:
-            for entry in it:
-                name = entry.name
-                try:
-                    if name.startswith(HIDDEN_PREFIX):
-                        has_marker = has_marker or (name == DIR_OBJECT and entry.is_file())
-                        continue
-                    name.encode("utf-8")
-                    if entry.is_symlink() and not self._inside(os.path.realpath(entry.path)):
-                        continue
-                    if entry.is_dir():
-                        entries.append(_Entry(name + "/", name, True))
-                    elif entry.is_file():
-                        entries.append(_Entry(name, name, False))
-                except (OSError, UnicodeEncodeError):
-                    continue  # vanished, unreadable, or a name no S3 key can spell
-        entries.sort(key=lambda e: e.sort_key)
-        listing = _Listing((st.st_dev, st.st_ino), entries, has_marker)
-        self._listings.put(path, st, listing)
-        return listing
-
-    def _holds_objects(self, path: str, seen: frozenset[tuple[int, int]] = frozenset()) -> bool:
-        """Whether any object lies below the directory (depth first, stops at the first one)."""
-        try:
-            st = os.stat(path)
-            if (st.st_dev, st.st_ino) in seen:
-                return False
-            seen = seen | {(st.st_dev, st.st_ino)}
-            subdirs = []
-            with os.scandir(path) as it:
-                for entry in it:
-                    if entry.name.startswith(HIDDEN_PREFIX):
-                        if entry.name == DIR_OBJECT and entry.is_file():
-                            return True
-                        continue
-                    if entry.is_symlink() and not self._inside(os.path.realpath(entry.path)):
-                        continue
-                    if entry.is_file():
-                        return True
-                    if entry.is_dir():
-                        subdirs.append(entry.path)
-        except OSError:
-            return False
-        return any(self._holds_objects(sub, seen) for sub in subdirs)
-
     def _walk(
         self,
         rel: str,
@@ -701,7 +430,7 @@ class LocalAdapter:
         if after > rel and not after.startswith(rel):
             return  # every key here starts with rel, so all sort before start_after
         try:
-            listing = self._scan(path)
+            listing = self._dirs.scan(path)
         except OSError:
             return
         if listing.ident in seen:
@@ -741,7 +470,7 @@ class LocalAdapter:
             if rollup and len(key) > len(prefix):
                 # Top-level folders are listed even when empty: under a root mount they are the
                 # buckets (never pruned), and ListBuckets reads them from this listing.
-                if key > after and (not rel or self._holds_objects(child)):
+                if key > after and (not rel or self._dirs.holds_objects(child)):
                     yield key, None
                 continue
             yield from self._walk(key, child, prefix, after, rollup, seen)
@@ -765,7 +494,7 @@ class LocalAdapter:
     def _list_sync(self, prefix: str, delimiter: str | None, start_after: str | None, limit: int) -> ListPage:
         base_rel = prefix[: prefix.rfind("/") + 1]
         try:
-            base_key = _parse_dir(base_rel) if base_rel else None
+            base_key = parse_dir(base_rel) if base_rel else None
         except InvalidPath:
             return ListPage([], [], None)  # no valid key can start with this prefix
         base = self._fs_path(prefix, base_key.segments) if base_key else self.root
@@ -808,21 +537,21 @@ class LocalAdapter:
 
     # --- copy and delete ----------------------------------------------------------------------
 
-    def _copy_sync(self, src: _Key, dst: _Key, meta: WriteMeta | None) -> ObjectInfo:
+    def _copy_sync(self, src: Key, dst: Key, meta: WriteMeta | None) -> ObjectInfo:
         fd, info, record = self._open_object(src)
         try:
             temp = self._prepare_write(dst)
             try:
                 part_sizes = None
                 if record is not None:  # the stored content hash stays true for a byte-for-byte copy
-                    _copy_fd(fd, temp.fd, info.size)
+                    copy_fd(fd, temp.fd, info.size)
                     etag, parts = info.etag, info.parts_count
                     part_sizes = _part_runs(record)
                 else:
                     digest = hashlib.md5()
                     offset = 0
                     while data := os.pread(fd, CHUNK_SIZE, offset):
-                        _write_all(temp.fd, digest, data)
+                        write_all(temp.fd, digest, data)
                         offset += len(data)
                     etag, parts = digest.hexdigest(), None
                 content_type, metadata = (
@@ -836,7 +565,7 @@ class LocalAdapter:
             os.close(fd)
 
     async def copy(self, src: str, dst: str, *, meta: WriteMeta | None) -> ObjectInfo:
-        src_key, dst_key = _parse_key(src), _parse_key(dst)
+        src_key, dst_key = parse_key(src), parse_key(dst)
         return await self._run(src, partial(self._copy_sync, src_key, dst_key, meta))
 
     def _prune(self, segments: tuple[str, ...]) -> None:
@@ -848,10 +577,10 @@ class LocalAdapter:
                 os.rmdir(path)
             except OSError:
                 return
-            self._listings.discard(os.path.dirname(path))
+            self._dirs.discard(os.path.dirname(path))
             segs.pop()
 
-    def _delete_sync(self, k: _Key) -> None:
+    def _delete_sync(self, k: Key) -> None:
         path = self._object_path(k)
         try:
             if st_mode.S_ISDIR(os.lstat(path).st_mode):
@@ -859,16 +588,16 @@ class LocalAdapter:
             os.unlink(path)
         except (FileNotFoundError, NotADirectoryError):
             return
-        self._listings.discard(os.path.dirname(path))
+        self._dirs.discard(os.path.dirname(path))
         self._prune(k.dir_segments)
 
     async def delete(self, path: str) -> None:
-        k = _parse_key(path)
+        k = parse_key(path)
         await self._run(path, partial(self._delete_sync, k))
 
     # --- directories (buckets under a root mount) ---------------------------------------------
 
-    def _make_dir_sync(self, k: _Key) -> None:
+    def _make_dir_sync(self, k: Key) -> None:
         path = self._fs_path(k.key, k.segments)
         self._check_ancestors(k, create=False)
         try:
@@ -877,10 +606,10 @@ class LocalAdapter:
             if os.path.isdir(path):
                 raise AlreadyExists(k.key.rstrip("/"), "the folder exists") from None
             raise InvalidPath(k.key.rstrip("/"), "an object has this name") from None
-        self._listings.discard(os.path.dirname(path))
+        self._dirs.discard(os.path.dirname(path))
 
     async def make_dir(self, path: str) -> None:
-        k = _parse_dir(path)
+        k = parse_dir(path)
         await self._run(path, partial(self._make_dir_sync, k))
 
     def _remove_tree(self, name: str, path: str) -> None:
@@ -899,167 +628,62 @@ class LocalAdapter:
                 os.unlink(entry.path)  # temp files, symlinks that are no objects, sockets...
         os.rmdir(path)
 
-    def _remove_dir_sync(self, k: _Key) -> None:
+    def _remove_dir_sync(self, k: Key) -> None:
         name = k.key.rstrip("/")
         path = self._fs_path(name, k.segments)
         if not os.path.isdir(path):
             raise NotFound(name, "no such folder")
-        if self._holds_objects(path):
+        if self._dirs.holds_objects(path):
             raise NotEmpty(name, "the folder holds objects")
-        for upload_id, record in self._uploads():
+        for upload_id, record in self._staging.records():
             if record["path"].startswith(k.key):
-                shutil.rmtree(os.path.join(self._staging, upload_id), ignore_errors=True)
+                self._staging.remove(upload_id)
         self._remove_tree(name, path)
-        self._listings.discard(os.path.dirname(path))
+        self._dirs.discard(os.path.dirname(path))
 
     async def remove_dir(self, path: str) -> None:
-        k = _parse_dir(path)
+        k = parse_dir(path)
         await self._run(path, partial(self._remove_dir_sync, k))
 
     def _is_dir_sync(self, path: str) -> bool:
         if path in ("", "/"):
             return os.path.isdir(self.root)
-        k = _parse_dir(path)
+        k = parse_dir(path)
         return os.path.isdir(self._fs_path(path, k.segments))
 
     async def is_dir(self, path: str) -> bool:
         return await self._run(path, partial(self._is_dir_sync, path))
 
-    # --- multipart ----------------------------------------------------------------------------
+    # --- multipart (staged by local_uploads.Staging) -----------------------------------------
 
-    def _upload_dir(self, path: str, upload_id: str) -> str:
-        if not _UPLOAD_ID.fullmatch(upload_id):
-            raise NoSuchUpload(path, f"no upload {upload_id!r}")
-        return os.path.join(self._staging, upload_id)
-
-    def _load_upload(self, path: str, upload_id: str) -> tuple[str, dict[str, Any]]:
-        directory = self._upload_dir(path, upload_id)
-        try:
-            with open(os.path.join(directory, UPLOAD_RECORD), "rb") as f:
-                record = json.load(f)
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            raise NoSuchUpload(path, f"no upload {upload_id!r}") from None
-        if record.get("path") != path:
-            raise NoSuchUpload(path, f"upload {upload_id!r} is for another key")
-        return directory, dict(record)
-
-    def _uploads(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        try:
-            names = os.listdir(self._staging)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if not _UPLOAD_ID.fullmatch(name):
-                continue
-            try:
-                with open(os.path.join(self._staging, name, UPLOAD_RECORD), "rb") as f:
-                    record = json.load(f)
-                if isinstance(record.get("path"), str) and isinstance(record.get("initiated_ns"), int):
-                    yield name, dict(record)
-            except (OSError, ValueError):
-                continue  # being created or removed
-
-    def _create_multipart_sync(self, k: _Key, meta: WriteMeta) -> str:
+    def _create_multipart_sync(self, k: Key, meta: WriteMeta) -> str:
         self._object_path(k)  # containment
         self._check_ancestors(k, create=False)
-        os.makedirs(self._staging, exist_ok=True)
-        upload_id = secrets.token_urlsafe(24)
-        directory = os.path.join(self._staging, upload_id)
-        os.mkdir(directory)
-        record = {
-            "path": k.key,
-            "content_type": meta.content_type,
-            "metadata": dict(meta.metadata),
-            "initiated_ns": time.time_ns(),
-        }
-        temp = _open_temp(directory, os.path.join(directory, UPLOAD_RECORD))
-        try:
-            os.write(temp.fd, json.dumps(record).encode())
-            os.fsync(temp.fd)
-            temp.close()
-            os.replace(temp.path, temp.dest)
-        except BaseException:
-            temp.discard()
-            raise
-        return upload_id
+        return self._staging.create(k.key, meta)
 
     async def create_multipart(self, path: str, meta: WriteMeta) -> str:
-        k = _parse_key(path)
+        k = parse_key(path)
         return await self._run(path, partial(self._create_multipart_sync, k, meta))
-
-    @staticmethod
-    def _part_info(directory: str, number: int) -> PartInfo | None:
-        """A staged part; its ETag comes from the sidecar record if that still describes the file,
-        else from hashing the file (only after a crash or a race between two uploads of it)."""
-        path = os.path.join(directory, f"part-{number:05d}")
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
-        etag = None
-        try:
-            with open(path + ".json", "rb") as f:
-                side = json.load(f)
-            if [side.get("size"), side.get("mtime_ns"), side.get("ino")] == [
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ino,
-            ]:
-                etag = str(side["etag"])
-        except (OSError, ValueError, KeyError):
-            pass
-        if etag is None:
-            digest = hashlib.md5()
-            with open(path, "rb") as f:
-                while data := f.read(CHUNK_SIZE):
-                    digest.update(data)
-            etag = digest.hexdigest()
-        return PartInfo(number, etag, st.st_size, _mtime(st.st_mtime_ns))
-
-    def _begin_part(self, path: str, upload_id: str, number: int) -> _Temp:
-        directory, _ = self._load_upload(path, upload_id)
-        return _open_temp(directory, os.path.join(directory, f"part-{number:05d}"))
-
-    def _commit_part(self, path: str, temp: _Temp, number: int, etag: str, expected: int | None) -> PartInfo:
-        os.fsync(temp.fd)
-        st = os.fstat(temp.fd)
-        if expected is not None and st.st_size != expected:
-            raise BadDigest(path, f"part {number}: expected {expected} bytes, received {st.st_size}")
-        temp.close()
-        try:
-            os.replace(temp.path, temp.dest)
-            side = {"etag": etag, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
-            side_temp = _open_temp(os.path.dirname(temp.dest), temp.dest + ".json")
-        except FileNotFoundError:
-            raise NoSuchUpload(path, "the upload was aborted or completed meanwhile") from None
-        try:
-            os.write(side_temp.fd, json.dumps(side).encode())
-            side_temp.close()
-            os.replace(side_temp.path, side_temp.dest)
-        except BaseException:
-            side_temp.discard()
-            raise
-        return PartInfo(number, etag, st.st_size, _mtime(st.st_mtime_ns))
 
     async def upload_part(
         self, path: str, upload_id: str, part_number: int, body: AsyncIterable[bytes], *, size: int | None
     ) -> PartInfo:
         check_part_number(path, part_number)
-        temp = await self._run(path, partial(self._begin_part, path, upload_id, part_number))
+        temp = await self._run(path, partial(self._staging.begin_part, path, upload_id, part_number))
         try:
             digest = hashlib.md5()
             await self._pump(path, body, temp.fd, digest)
-            commit = partial(self._commit_part, path, temp, part_number, digest.hexdigest(), size)
+            commit = partial(self._staging.commit_part, path, temp, part_number, digest.hexdigest(), size)
             return await self._run(path, commit)
         except BaseException:
             temp.discard()
             raise
 
-    def _complete_sync(self, k: _Key, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
-        directory, record = self._load_upload(k.key, upload_id)
+    def _complete_sync(self, k: Key, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
+        directory, record = self._staging.load(k.key, upload_id)
         infos: list[PartInfo] = []
         for number, etag in parts:
-            info = self._part_info(directory, number)
+            info = self._staging.part_info(directory, number)
             if info is None:
                 raise InvalidPart(k.key, f"part {number} was not uploaded")
             if info.etag != unquote_etag(etag):
@@ -1074,8 +698,8 @@ class LocalAdapter:
         temp = self._prepare_write(k)
         try:
             for info in infos:
-                with open(os.path.join(directory, f"part-{info.part_number:05d}"), "rb") as part:
-                    _copy_fd(part.fileno(), temp.fd, info.size)
+                with open(self._staging.part_file(directory, info.part_number), "rb") as part:
+                    copy_fd(part.fileno(), temp.fd, info.size)
             etag = composite_etag(info.etag for info in infos)
             metadata = record.get("metadata") or {}
             runs: list[list[int]] = []
@@ -1094,70 +718,15 @@ class LocalAdapter:
         return result
 
     async def complete_multipart(self, path: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
-        k = _parse_key(path)
+        k = parse_key(path)
         check_part_list(path, parts)
         return await self._run(path, partial(self._complete_sync, k, upload_id, list(parts)))
 
-    def _abort_sync(self, path: str, upload_id: str) -> None:
-        directory, _ = self._load_upload(path, upload_id)
-        shutil.rmtree(directory, ignore_errors=True)
-
     async def abort_multipart(self, path: str, upload_id: str) -> None:
-        await self._run(path, partial(self._abort_sync, path, upload_id))
-
-    def _list_parts_sync(self, path: str, upload_id: str, marker: int, limit: int) -> PartsPage:
-        directory, _ = self._load_upload(path, upload_id)
-        numbers = sorted(
-            int(m.group(1)) for name in os.listdir(directory) if (m := _PART_FILE.fullmatch(name))
-        )
-        numbers = [n for n in numbers if n > marker]
-        parts = [p for n in numbers[: max(limit, 0)] if (p := self._part_info(directory, n)) is not None]
-        more = len(numbers) > max(limit, 0)
-        return PartsPage(parts, numbers[limit - 1] if more and limit > 0 else None)
+        await self._run(path, partial(self._staging.abort, path, upload_id))
 
     async def list_parts(self, path: str, upload_id: str, *, marker: int, limit: int) -> PartsPage:
-        return await self._run(path, partial(self._list_parts_sync, path, upload_id, marker, limit))
-
-    def _list_uploads_sync(
-        self,
-        prefix: str,
-        delimiter: str | None,
-        key_marker: str | None,
-        upload_id_marker: str | None,
-        limit: int,
-    ) -> UploadsPage:
-        uploads = sorted(
-            (record["path"], record["initiated_ns"], upload_id)
-            for upload_id, record in self._uploads()
-            if record["path"].startswith(prefix)
-        )
-        if key_marker is not None:
-            marker_pos = next(
-                ((p, t, u) for p, t, u in uploads if p == key_marker and u == upload_id_marker), None
-            )
-            if upload_id_marker and marker_pos is not None:
-                uploads = [u for u in uploads if u > marker_pos]
-            else:
-                uploads = [u for u in uploads if u[0] > key_marker]
-        result: list[UploadInfo] = []
-        prefixes: list[str] = []
-        next_key: str | None = None
-        next_id: str | None = None
-        for path, initiated_ns, upload_id in uploads:
-            common = None
-            if delimiter and (cut := path.find(delimiter, len(prefix))) >= 0:
-                common = path[: cut + len(delimiter)]
-                if (prefixes and prefixes[-1] == common) or (key_marker is not None and common <= key_marker):
-                    continue
-            if len(result) + len(prefixes) >= limit:
-                return UploadsPage(result, prefixes, next_key, next_id)
-            if common is not None:
-                prefixes.append(common)
-                next_key, next_id = common, None
-            else:
-                result.append(UploadInfo(path, upload_id, _mtime(initiated_ns)))
-                next_key, next_id = path, upload_id
-        return UploadsPage(result, prefixes, None, None)
+        return await self._run(path, partial(self._staging.list_parts, path, upload_id, marker, limit))
 
     async def list_uploads(
         self,
@@ -1169,7 +738,7 @@ class LocalAdapter:
         limit: int,
     ) -> UploadsPage:
         fn = partial(
-            self._list_uploads_sync, prefix, delimiter or None, key_marker or None, upload_id_marker, limit
+            self._staging.list_uploads, prefix, delimiter or None, key_marker or None, upload_id_marker, limit
         )
         return await self._run(prefix, fn)
 
@@ -1184,7 +753,7 @@ class LocalAdapter:
             raise InvalidPath(self.root, "the mount root is not a directory")
         try:
             os.listdir(self.root)
-            temp = _open_temp(self.root, "")
+            temp = open_temp(self.root, "")
             temp.discard()
         except PermissionError as exc:
             raise PermissionDenied(self.root, f"the mount root is not readable and writable: {exc}") from exc

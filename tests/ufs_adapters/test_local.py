@@ -24,6 +24,7 @@ from ufs_adapters.base import (
     WriteMeta,
 )
 from ufs_adapters.local import LocalAdapter
+from ufs_adapters.local_listing import Directories
 
 
 def supports_user_xattrs(directory: Path) -> bool:
@@ -308,13 +309,13 @@ async def test_listing_walks_lazily(ufs: LocalAdapter, root: Path, monkeypatch: 
         (root / f"d{i:02}").mkdir()
         (root / f"d{i:02}" / "f").write_bytes(b"f")
     scanned: list[str] = []
-    original = LocalAdapter._scan
+    original = Directories.scan
 
-    def counting(self: LocalAdapter, path: str) -> Any:
+    def counting(self: Directories, path: str) -> Any:
         scanned.append(path)
         return original(self, path)
 
-    monkeypatch.setattr(LocalAdapter, "_scan", counting)
+    monkeypatch.setattr(Directories, "scan", counting)
     page = await ufs.list_objects("", delimiter=None, start_after=None, limit=1)
     assert [o.path for o in page.objects] == ["d00/f"] and page.next_start_after == "d00/f"
     assert len(scanned) <= 3  # the root, d00, and d01 to learn that more follows
