@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Collection, Iterable, Mapping
 
-from .base import InvalidPart, InvalidPartOrder
+from .base import InvalidPart, InvalidPartOrder, InvalidPath
 
 log = logging.getLogger("hoard.ufs")
 
@@ -110,3 +110,13 @@ def float_option(opts: Mapping[str, str], name: str, default: float) -> float:
         return float(opts[name]) if name in opts else default
     except ValueError:
         raise ValueError(f"option {name!r} is {opts[name]!r}; expected a number of seconds") from None
+
+
+def check_key(path: str) -> None:
+    """A key an object store can name: not empty, no NUL, no `.` or `..` segment."""
+    if not path:
+        raise InvalidPath(path, "empty key")
+    if "\x00" in path:
+        raise InvalidPath(path, "NUL in key")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise InvalidPath(path, "'.' and '..' segments are not allowed in a key")

@@ -115,6 +115,10 @@ class NotEmpty(UfsError):
     """A directory/bucket that was to be removed still holds objects."""
 
 
+class RangeNotSatisfiable(UfsError):
+    """A range starting at or past the end of the object; an adapter's `read` turns it into no bytes."""
+
+
 class PreconditionFailed(UfsError):
     """The object changed: its ETag no longer matches `ReadOptions.if_match`."""
 

@@ -58,6 +58,7 @@ from aiobotocore.session import AioSession
 from ._util import (
     CHUNK_SIZE,
     MAX_PARTS,
+    check_key,
     check_options,
     check_part_list,
     check_part_number,
@@ -70,7 +71,6 @@ from ._util import (
 from .base import (
     AlreadyExists,
     BadDigest,
-    InvalidPath,
     ListPage,
     NotEmpty,
     NotFound,
@@ -78,6 +78,7 @@ from .base import (
     PartInfo,
     PartsPage,
     PreconditionFailed,
+    RangeNotSatisfiable,
     ReadOptions,
     Unavailable,
     UploadInfo,
@@ -85,7 +86,7 @@ from .base import (
     WriteMeta,
     read_head_in_two,
 )
-from .s3_errors import RangeNotSatisfiable, translated
+from .s3_errors import translated
 from .s3_get import SignedGet, content_of, fields_of
 from .s3_options import OPTIONS, flag_option, normalize_options, parse_s3_uri, verify_option
 
@@ -130,15 +131,6 @@ def _quoted(etag: str) -> str:
 
 def _md5_b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
-
-
-def _check_key(path: str) -> None:
-    if not path:
-        raise InvalidPath(path, "empty key")
-    if "\x00" in path:
-        raise InvalidPath(path, "NUL in key")
-    if any(segment in (".", "..") for segment in path.split("/")):
-        raise InvalidPath(path, "'.' and '..' segments are not allowed in a key")
 
 
 class _Spool:
@@ -318,7 +310,7 @@ class S3Adapter:
             return await call
 
     def _key(self, path: str) -> str:
-        _check_key(path)
+        check_key(path)
         return self.prefix + path
 
     def _rel(self, key: str) -> str:
@@ -716,7 +708,7 @@ class S3Adapter:
 
     async def make_dir(self, path: str) -> None:
         path = path.rstrip("/")
-        _check_key(path)
+        check_key(path)
         if await self.is_dir(path):
             raise AlreadyExists(path, "the folder exists")
         marker = self._key(path) + "/"
@@ -724,7 +716,7 @@ class S3Adapter:
 
     async def remove_dir(self, path: str) -> None:
         path = path.rstrip("/")
-        _check_key(path)
+        check_key(path)
         marker = self._key(path) + "/"
         keys = await self._keys_under(path, 2)
         if not keys:

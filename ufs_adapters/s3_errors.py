@@ -30,14 +30,10 @@ from .base import (
     NotSupported,
     PermissionDenied,
     PreconditionFailed,
+    RangeNotSatisfiable,
     UfsError,
     Unavailable,
 )
-
-
-class RangeNotSatisfiable(UfsError):
-    """The UFS refused a range starting at or past the end; `read` turns it into no bytes."""
-
 
 _throttled = partial(Unavailable, throttled=True)
 

@@ -26,16 +26,11 @@ from tests.ufs_adapters.conformance import (
     put,
     utf8_sorted,
 )
-from ufs_adapters.azure import (
-    AzureBlobAdapter,
-    AzureLocation,
-    _after_subtree,
-    _translated,
-    azure_options,
-    decode_metadata,
-    encode_metadata,
-    parse_azure_uri,
-)
+from ufs_adapters.azure import AzureBlobAdapter
+from ufs_adapters.azure_errors import translated
+from ufs_adapters.azure_listing import after_subtree
+from ufs_adapters.azure_location import AzureLocation, azure_options, parse_azure_uri
+from ufs_adapters.azure_names import decode_metadata, encode_metadata
 from ufs_adapters.base import (
     MIN_PART_SIZE,
     BadDigest,
@@ -103,7 +98,7 @@ LISTING_CASES = [c for c in CASES if c.__name__.startswith("list_") or c.__name_
 async def test_listing_without_start_from(opened: AzureBlobAdapter, case: Case) -> None:
     """A service without List Blobs' `startFrom` gets the same listings (names are skipped)."""
     ufs = AzureBlobAdapter(opened.client, await new_container(opened.client))
-    ufs._start_from = False
+    ufs._lister.start_from = False
     await case(ufs)
 
 
@@ -165,7 +160,7 @@ async def test_listing_order_matches_s3_for_any_characters(
     keys = sorted({"".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 4))) for _ in range(60)})
     keys = [k for k in keys if not k.startswith("/") and "//" not in k]
     ufs = AzureBlobAdapter(opened.client, await new_container(opened.client))
-    ufs._start_from = start_from
+    ufs._lister.start_from = start_from
     ufs.list_page_size = page_size
     await asyncio.gather(*(put(ufs, key, b"") for key in keys))
     probes = [
@@ -191,11 +186,11 @@ async def test_listing_order_matches_s3_for_any_characters(
 
 
 def test_after_subtree() -> None:
-    assert _after_subtree("ab") == "ac"
-    assert _after_subtree("a\ud7ff") == "a\U00010000"  # D800.. (surrogates) follow D7FF
-    assert _after_subtree("a\U0010ffff") == "a\ue000"  # E000 follows the largest pair
-    assert _after_subtree("a\uffff\uffff") == "b"
-    assert _after_subtree("\uffff") is None
+    assert after_subtree("ab") == "ac"
+    assert after_subtree("a\ud7ff") == "a\U00010000"  # D800.. (surrogates) follow D7FF
+    assert after_subtree("a\U0010ffff") == "a\ue000"  # E000 follows the largest pair
+    assert after_subtree("a\uffff\uffff") == "b"
+    assert after_subtree("\uffff") is None
 
 
 # --- URIs and options -----------------------------------------------------------------------------
@@ -443,7 +438,7 @@ def _http_error(code: str | None, status: int) -> HttpResponseError:
 )
 def test_error_table(exc: Exception, expected: type[UfsError], throttled: bool) -> None:
     with pytest.raises(expected) as raised:
-        with _translated("some/key"):
+        with translated("some/key"):
             raise exc
     assert type(raised.value) is expected or expected is UfsError
     assert raised.value.__cause__ is exc and raised.value.path == "some/key"
@@ -599,7 +594,7 @@ async def test_refused_start_from_falls_back(
     ufs = AzureBlobAdapter(opened.client, await new_container(opened.client))
     for key in ("a", "b", "c"):
         await put(ufs, key, b"")
-    original = ufs._list_pages
+    original = ufs._lister._list_pages
 
     def refusing(prefix: str, start_from: str | None, delimiter: str | None, page_size: int) -> Any:
         if start_from is None:
@@ -611,9 +606,9 @@ async def test_refused_start_from_falls_back(
 
         return pages()
 
-    monkeypatch.setattr(ufs, "_list_pages", refusing)
+    monkeypatch.setattr(ufs._lister, "_list_pages", refusing)
     page = await ufs.list_objects("", delimiter=None, start_after="a", limit=10)
-    assert [o.path for o in page.objects] == ["b", "c"] and not ufs._start_from
+    assert [o.path for o in page.objects] == ["b", "c"] and not ufs._lister.start_from
 
 
 async def test_a_read_never_mixes_versions(
