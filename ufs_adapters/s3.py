@@ -15,7 +15,7 @@ Writes hold bounded memory:
 
 Reads: `read_head(more=True)` is one GET of the whole object (or of a range of it), of which it
 reads the first `length` bytes; the rest of the response waits, unread, up to HEAD_PARK seconds for
-a `read` of that version from that byte on, which continues it (`_Parked`): a cache's cold read of
+a `read` of that version from that byte on, which continues it (`Parked`): a cache's cold read of
 a large object is one GET.
 
 Keys with `.` or `..` segments, empty keys and NUL are refused (InvalidPath): an HTTP stack that
@@ -38,17 +38,14 @@ silently send requests to AWS.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import aiohttp
 import anyio.to_thread
@@ -56,7 +53,6 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from ._util import (
-    CHUNK_SIZE,
     MAX_PARTS,
     check_key,
     check_options,
@@ -86,6 +82,7 @@ from .base import (
     WriteMeta,
     read_head_in_two,
 )
+from .s3_bodies import CONTENT_RANGE, Parked, Readable, Spool, chunks, md5_b64, span_of
 from .s3_errors import translated
 from .s3_get import SignedGet, content_of, fields_of
 from .s3_options import OPTIONS, flag_option, normalize_options, parse_s3_uri, verify_option
@@ -109,6 +106,8 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_COPY_SIZE = 5 * 1024 * MiB  # CopyObject's limit; larger objects are copied part by part
+PART_SIZES_KEPT = 256  # object versions whose parts part_range remembers
+HEAD_PARK = 5.0  # seconds the rest of a read_head response waits for the read that continues it
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -127,62 +126,6 @@ def _response_date(meta: ResponseMetadataTypeDef | None) -> datetime:
 
 def _quoted(etag: str) -> str:
     return f'"{unquote_etag(etag)}"'
-
-
-def _md5_b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode()
-
-
-class _Spool:
-    """A body held in memory up to `memory_limit` bytes, then in an anonymous temp file."""
-
-    def __init__(self, directory: Path | None, memory_limit: int) -> None:
-        self._directory = directory
-        self._limit = memory_limit
-        self._buf = bytearray()
-        self._file: IO[bytes] | None = None
-        self._digest = hashlib.md5()
-        self.size = 0
-
-    async def fill(self, body: AsyncIterable[bytes]) -> None:
-        async for chunk in body:
-            self._buf += chunk
-            self.size += len(chunk)
-            if self._file is None and len(self._buf) > self._limit:
-                self._file = await anyio.to_thread.run_sync(self._make_file)
-            if self._file is not None and len(self._buf) >= CHUNK_SIZE:
-                await self._flush()
-        if self._file is not None:
-            await self._flush()
-
-    def _make_file(self) -> IO[bytes]:
-        return tempfile.TemporaryFile("w+b", dir=self._directory)
-
-    async def _flush(self) -> None:
-        data, self._buf = self._buf, bytearray()
-        assert self._file is not None
-        file = self._file
-
-        def write() -> None:
-            self._digest.update(data)
-            file.write(data)
-
-        await anyio.to_thread.run_sync(write)
-
-    async def body(self) -> tuple[bytes | IO[bytes], str]:
-        """(body for the SDK, base64 Content-MD5)."""
-        if self._file is None:
-            data = bytes(self._buf)
-            digest = await anyio.to_thread.run_sync(hashlib.md5, data)
-            return data, _md5_b64(digest.digest())
-        self._file.flush()
-        self._file.seek(0)
-        return self._file, _md5_b64(self._digest.digest())
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 # --- the adapter --------------------------------------------------------------------------------
@@ -213,7 +156,7 @@ class S3Adapter:
         self._stack = stack
         self._spool_dir = spool_dir
         # The rest of read_head responses, by (key, etag, offset): see read_head.
-        self._parked: dict[tuple[str, str, int], _Parked] = {}
+        self._parked: dict[tuple[str, str, int], Parked] = {}
         # (key, ETag) -> {part number: its bytes [start, end)}, as far as part_range learnt them.
         self._known_parts: OrderedDict[tuple[str, str], dict[int, tuple[int, int]]] = OrderedDict()
         self._closing: set[asyncio.Future[Any]] = set()
@@ -365,7 +308,7 @@ class S3Adapter:
         if part_number in known:
             return known[part_number]
         head = await self._head_part(path, key, part_number)
-        span = _span_of(head.get("ContentRange") or "")
+        span = span_of(head.get("ContentRange") or "")
         if span is None or unquote_etag(head.get("ETag", "")) != unquote_etag(etag):
             start = 0
             for number in range(1, part_number):
@@ -406,7 +349,7 @@ class S3Adapter:
             fields, body = await self._get(path, {"Bucket": self.bucket, "Key": key, "Range": wanted})
         except RangeNotSatisfiable:
             return await self.stat(path), b""  # no byte `start`: past the end (or an empty object)
-        content_range = _CONTENT_RANGE.fullmatch((fields.get("ContentRange") or "").strip())
+        content_range = CONTENT_RANGE.fullmatch((fields.get("ContentRange") or "").strip())
         stream = await body.__aenter__()
         parked = False
         try:
@@ -429,37 +372,35 @@ class S3Adapter:
             info = self._info(path, cast("HeadObjectOutputTypeDef", {**fields, "ContentLength": total}))
             stop = total if last < 0 else min(last + 1, total)  # where the response ends
             if more and got == length and start + length < stop:
-                self._park((key, info.etag, start + length), _Parked(body, stream, stop))
+                self._park((key, info.etag, start + length), Parked(body, stream, stop))
                 parked = True
             return info, data
         finally:
             if not parked:
                 await body.__aexit__(None, None, None)
 
-    def _park(self, at: tuple[str, str, int], parked: _Parked) -> None:
+    def _park(self, at: tuple[str, str, int], parked: Parked) -> None:
         old = self._parked.pop(at, None)
         if old is not None:
             self._close_soon(old)
         parked.timer = asyncio.get_running_loop().call_later(HEAD_PARK, self._expire, at, parked)
         self._parked[at] = parked
 
-    def _expire(self, at: tuple[str, str, int], parked: _Parked) -> None:
+    def _expire(self, at: tuple[str, str, int], parked: Parked) -> None:
         if self._parked.get(at) is parked:
             del self._parked[at]
             self._close_soon(parked)
 
-    def _close_soon(self, parked: _Parked) -> None:
+    def _close_soon(self, parked: Parked) -> None:
         task = asyncio.ensure_future(parked.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _continue(
-        self, path: str, parked: _Parked, start: int, end: int | None
-    ) -> AsyncIterator[bytes]:
+    async def _continue(self, path: str, parked: Parked, start: int, end: int | None) -> AsyncIterator[bytes]:
         """Bytes [start, end) from a parked read_head response that is at `start`."""
         try:
             stop = parked.end if end is None else min(end, parked.end)
-            async for chunk in _chunks(path, parked.stream, stop - start):
+            async for chunk in chunks(path, parked.stream, stop - start):
                 yield chunk
         finally:
             await parked.close()
@@ -490,12 +431,12 @@ class S3Adapter:
         except RangeNotSatisfiable:
             return  # start at or past the end: no bytes, as the local adapter does
         async with body as stream:
-            async for chunk in _chunks(path, stream):
+            async for chunk in chunks(path, stream):
                 yield chunk
 
     async def _get(
         self, path: str, request: GetObjectRequestTypeDef
-    ) -> tuple[Mapping[str, Any], AbstractAsyncContextManager[_Readable]]:
+    ) -> tuple[Mapping[str, Any], AbstractAsyncContextManager[Readable]]:
         """One GetObject: (the response's fields as the SDK names them, its body to open).
         Through SignedGet when this adapter has it, else (or when it was refused) the SDK."""
         headers = {"Range": request["Range"]} if "Range" in request else {}
@@ -530,7 +471,7 @@ class S3Adapter:
             "Bucket": self.bucket,
             "Key": key,
             "Body": data,
-            "ContentMD5": _md5_b64(digest.digest()),
+            "ContentMD5": md5_b64(digest.digest()),
             "Metadata": dict(meta.metadata),
         }
         if meta.content_type:
@@ -743,7 +684,7 @@ class S3Adapter:
     ) -> str:
         if md5 is None:
             assert isinstance(body, bytes)
-            md5 = _md5_b64((await anyio.to_thread.run_sync(hashlib.md5, body)).digest())
+            md5 = md5_b64((await anyio.to_thread.run_sync(hashlib.md5, body)).digest())
         response = await self._call(
             path,
             self._client.upload_part(
@@ -757,7 +698,7 @@ class S3Adapter:
     ) -> PartInfo:
         check_part_number(path, part_number)
         key = self._key(path)
-        spool = _Spool(self._spool_dir, self.part_size)
+        spool = Spool(self._spool_dir, self.part_size)
         try:
             try:
                 await spool.fill(body)
@@ -855,59 +796,3 @@ class S3Adapter:
             self.prefix or self.bucket,
             self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1),
         )
-
-
-class _Readable(Protocol):
-    async def read(self, n: int = -1, /) -> bytes: ...
-
-
-async def _chunks(path: str, stream: _Readable, size: int | None = None) -> AsyncIterator[bytes]:
-    """A response body in chunks of at most CHUNK_SIZE: `size` bytes of it (None: to its end)."""
-    left = size
-    while left is None or left > 0:
-        with translated(path):  # a connection lost mid-body is Unavailable too
-            chunk = await stream.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
-        if not chunk:
-            return
-        if left is not None:
-            left -= len(chunk)
-        yield chunk
-
-
-PART_SIZES_KEPT = 256  # object versions whose parts part_range remembers
-
-
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")  # first, last, total (or *)
-
-
-def _span_of(content_range: str) -> tuple[int, int] | None:
-    """`bytes a-b/total` -> (a, b + 1)."""
-    m = _CONTENT_RANGE.fullmatch(content_range.strip())
-    return (int(m[1]), int(m[2]) + 1) if m else None
-
-
-HEAD_PARK = 5.0  # seconds the rest of a read_head response waits for the read that continues it
-
-
-class _Parked:
-    """The unread rest of a read_head response (bytes up to `end`), open until taken or closed."""
-
-    __slots__ = ("body", "closed", "end", "stream", "timer")
-
-    def __init__(self, body: AbstractAsyncContextManager[_Readable], stream: _Readable, end: int) -> None:
-        self.body = body
-        self.stream = stream
-        self.end = end
-        self.timer: asyncio.TimerHandle | None = None
-        self.closed = False
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    async def close(self) -> None:
-        self.cancel_timer()
-        if not self.closed:
-            self.closed = True
-            await self.body.__aexit__(None, None, None)

@@ -26,6 +26,7 @@ from ufs_adapters.base import (
     WriteMeta,
 )
 from ufs_adapters.s3 import S3Adapter
+from ufs_adapters.s3_bodies import span_of
 from ufs_adapters.s3_errors import translate_error, translated
 
 
@@ -244,7 +245,7 @@ async def test_part_range_adds_up_part_sizes_once_per_version(
     for n in (1, 3, 4):
         await ufs.part_range("parts", n, info.etag)
     assert heads == []
-    assert s3_module._span_of("bytes 5-9/20") == (5, 10) and s3_module._span_of("bytes */20") is None
+    assert span_of("bytes 5-9/20") == (5, 10) and span_of("bytes */20") is None
 
 
 async def test_cancelled_write_aborts_its_upload(ufs: S3Adapter) -> None:
