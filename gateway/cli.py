@@ -32,14 +32,11 @@ from gateway.config import (
     RESOLVED_CONFIG_ENV,
     Config,
     ConfigError,
-    absolute_path,
-    check_mount_path,
-    file_uri,
     from_dict,
     load,
-    normalize_uri,
     to_env,
 )
+from gateway.values import absolute_path, check_mount_path, file_uri, normalize_uri
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 ADMIN_PREFIX = "/_hoard/v1/"

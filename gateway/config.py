@@ -14,17 +14,24 @@ the CLI hands the resolved config to uvicorn worker processes that way (`HOARD_R
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import yaml
+
+from gateway.values import (
+    absolute_path,
+    check_mount_path,
+    normalize_uri,
+    parse_duration,
+    parse_rate,
+    parse_size,
+    show,
+)
 
 T = TypeVar("T")
 
@@ -35,7 +42,6 @@ ENV_PREFIX = "HOARD_"
 DEFAULT_ACCESS_KEY = "hoard"
 DEFAULT_SECRET_KEY = "hoard-secret-key"
 DEFAULT_ROOT_URI = "file://./hoard-data"
-RESERVED_BUCKET = "_hoard"
 
 
 class ConfigError(ValueError):
@@ -45,143 +51,6 @@ class ConfigError(ValueError):
         self.key = key
         self.problem = problem
         super().__init__(f"config error: {key}: {problem}" if key else f"config error: {problem}")
-
-
-# --- parsers -----------------------------------------------------------------------------------
-
-# GNU coreutils convention (dd, df): a bare letter or an "i" unit is binary, "kB"/"MB"/... decimal.
-_SIZE_UNITS: Mapping[str, int] = {
-    "": 1,
-    "b": 1,
-    **{p: 1024**n for n, p in enumerate("kmgtp", 1)},
-    **{f"{p}i": 1024**n for n, p in enumerate("kmgtp", 1)},
-    **{f"{p}ib": 1024**n for n, p in enumerate("kmgtp", 1)},
-    **{f"{p}b": 1000**n for n, p in enumerate("kmgtp", 1)},
-}
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
-
-_DURATION_UNITS: Mapping[str, float] = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
-
-
-def _show(value: object) -> str:
-    """A value for an error message: repr-like, one line, bounded."""
-    if value is None:
-        return "null"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def parse_size(value: str | int) -> int:
-    """Bytes from `10GiB`, `1MiB`, `10G` (binary), `512KB` (decimal), `1.5GiB` or a plain int."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"{_show(value)} is not a size (must not be negative)")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.fullmatch(value.strip().lower())
-        if m and m.group(2) in _SIZE_UNITS:
-            return round(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-    raise ValueError(f"{_show(value)} is not a size (use e.g. 10GiB)")
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds from `500ms`, `30s`, `10m`, `1h`, `7d`, `1w`, compounds like `1h30m`, or a number."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"{_show(value)} is not a duration (must not be negative)")
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if _NUMBER_RE.fullmatch(text):
-            return float(text)
-        parts = _DURATION_PART_RE.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    raise ValueError(f"{_show(value)} is not a duration (use e.g. 10m, 30s, 500ms)")
-
-
-def parse_rate(value: str | int) -> int:
-    """Bytes per second from `100MiB/s` or a plain int."""
-    if isinstance(value, str) and value.strip().lower().endswith("/s"):
-        try:
-            return parse_size(value.strip()[:-2])
-        except ValueError:
-            pass
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    elif isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise ValueError(f"{_show(value)} is not a rate (use e.g. 100MiB/s)")
-
-
-# --- names in the namespace ----------------------------------------------------------------------
-
-_BUCKET_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?")
-
-
-def is_bucket_name(name: str) -> bool:
-    """S3 bucket naming rules, except that short names (`s3`) are allowed for mount points."""
-    if not _BUCKET_RE.fullmatch(name) or ".." in name:
-        return False
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        return True
-    return False
-
-
-def check_mount_path(path: object) -> str:
-    """Return `path` if it is a valid mount path (`/`, `/s3`, `/s3/sub/dir`); else ValueError."""
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"{_show(path)} is not a mount path (use e.g. /s3)")
-    if not path.startswith("/"):
-        raise ValueError(f"{_show(path)} is not an absolute path (use {_show('/' + path.strip('/'))})")
-    segments = [s for s in path.split("/") if s]
-    if any(s in (".", "..") for s in segments):
-        raise ValueError(f"{_show(path)} must not contain '.' or '..' segments")
-    if any(not s.isprintable() for s in segments):
-        raise ValueError(f"{_show(path)} contains control characters")
-    normal = "/" + "/".join(segments)
-    if normal != path:
-        raise ValueError(f"{_show(path)} is not normalised (use {_show(normal)})")
-    if segments and segments[0] == RESERVED_BUCKET:
-        raise ValueError(f"{_show(path)} is reserved for Hoard's own endpoints")
-    if segments and not is_bucket_name(segments[0]):
-        raise ValueError(
-            f"{_show(path)}: {_show(segments[0])} is not a valid bucket name "
-            "(lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
-        )
-    return path
-
-
-def absolute_path(value: str | Path) -> Path:
-    """`~` expanded, made absolute against the working directory, normalised (symlinks kept)."""
-    return Path(os.path.abspath(os.path.expanduser(value)))
-
-
-_URI_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.DOTALL)
-
-
-def normalize_uri(uri: object) -> str:
-    """Lower-case the scheme; make `file://` paths absolute (`file://./data` -> `file:///cwd/data`)."""
-    m = _URI_RE.fullmatch(uri) if isinstance(uri, str) else None
-    if m is None:
-        raise ValueError(f"{_show(uri)} is not a URI (use e.g. file:///srv/data or s3://bucket/prefix)")
-    scheme, rest = m.group(1).lower(), m.group(2)
-    if scheme != "file":
-        return f"{scheme}://{rest}"
-    if rest.startswith("localhost/"):
-        rest = rest[len("localhost") :]
-    if not rest:
-        raise ValueError(f"{_show(uri)} names no directory (use e.g. file:///srv/data)")
-    return file_uri(unquote(rest))
-
-
-def file_uri(path: str | Path) -> str:
-    """`file:///abs/path` for a local directory, percent-encoded where needed (`a b` -> `a%20b`)."""
-    return absolute_path(path).as_uri()
 
 
 # --- the config values ---------------------------------------------------------------------------
@@ -338,7 +207,7 @@ def _parse_flow(value: str) -> object:
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{_show(value)} is not valid YAML ({_one_line(exc)})") from None
+        raise ValueError(f"{show(value)} is not valid YAML ({_one_line(exc)})") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -356,7 +225,7 @@ class _Reader:
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise self.error(key, f"{_show(raw)} is not a mapping")
+            raise self.error(key, f"{show(raw)} is not a mapping")
         self.raw: Mapping[str, object] = {str(k): v for k, v in raw.items()}
         self.seen: set[str] = set()
 
@@ -413,7 +282,7 @@ class _Reader:
         if raw is None:
             return
         if not isinstance(raw, list):
-            raise self.error(key, f"{_show(raw)} is not a list")
+            raise self.error(key, f"{show(raw)} is not a list")
         for i, item in enumerate(raw):
             yield _Reader(item, f"{key}[{i}]", self.sources)
 
@@ -430,9 +299,9 @@ class _Reader:
 
 def _str(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{_show(value)} is not a string (quote it in YAML)")
+        raise ValueError(f"{show(value)} is not a string (quote it in YAML)")
     if not value.strip():
-        raise ValueError(f"{_show(value)} must not be empty")
+        raise ValueError(f"{show(value)} must not be empty")
     return value
 
 
@@ -441,10 +310,10 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
         if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{_show(value)} is not an integer")
+            raise ValueError(f"{show(value)} is not an integer")
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise ValueError(f"{_show(value)} is out of range (must be {bound})")
+            raise ValueError(f"{show(value)} is out of range (must be {bound})")
         return value
 
     return conv
@@ -457,9 +326,9 @@ def _positive_float(value: object) -> float:
         except ValueError:
             pass
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ValueError(f"{_show(value)} is not a number")
+        raise ValueError(f"{show(value)} is not a number")
     if value <= 0:
-        raise ValueError(f"{_show(value)} must be positive")
+        raise ValueError(f"{show(value)} must be positive")
     return float(value)
 
 
@@ -473,41 +342,41 @@ def _bool(value: object) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _BOOLS:
         return _BOOLS[value.strip().lower()]
-    raise ValueError(f"{_show(value)} is not a boolean (use true or false)")
+    raise ValueError(f"{show(value)} is not a boolean (use true or false)")
 
 
 def _size(value: object) -> int:
     if not isinstance(value, str | int):
-        raise ValueError(f"{_show(value)} is not a size (use e.g. 10GiB)")
+        raise ValueError(f"{show(value)} is not a size (use e.g. 10GiB)")
     return parse_size(value)
 
 
 def _positive_size(value: object) -> int:
     size = _size(value)
     if size <= 0:
-        raise ValueError(f"{_show(value)} must be positive")
+        raise ValueError(f"{show(value)} must be positive")
     return size
 
 
 def _positive_duration(value: object) -> float:
     seconds = _duration(value)
     if seconds <= 0:
-        raise ValueError(f"{_show(value)} must be longer than 0")
+        raise ValueError(f"{show(value)} must be longer than 0")
     return seconds
 
 
 def _duration(value: object) -> float:
     if not isinstance(value, str | int | float):
-        raise ValueError(f"{_show(value)} is not a duration (use e.g. 10m, 30s, 500ms)")
+        raise ValueError(f"{show(value)} is not a duration (use e.g. 10m, 30s, 500ms)")
     return parse_duration(value)
 
 
 def _rate(value: object) -> int:
     if not isinstance(value, str | int):
-        raise ValueError(f"{_show(value)} is not a rate (use e.g. 100MiB/s)")
+        raise ValueError(f"{show(value)} is not a rate (use e.g. 100MiB/s)")
     rate = parse_rate(value)
     if rate <= 0:
-        raise ValueError(f"{_show(value)} must be positive")
+        raise ValueError(f"{show(value)} must be positive")
     return rate
 
 
@@ -518,7 +387,7 @@ def _path(value: object) -> Path:
 def _existing_file(value: object) -> Path:
     path = _path(value)
     if not path.is_file():
-        raise ValueError(f"{_show(value)} is not a file ({path} does not exist)")
+        raise ValueError(f"{show(value)} is not a file ({path} does not exist)")
     return path
 
 
@@ -529,7 +398,7 @@ def _choice(choices: Mapping[str, str]) -> Callable[[object], str]:
         if isinstance(value, str) and value.strip().lower() in choices:
             return choices[value.strip().lower()]
         names = ", ".join(dict.fromkeys(choices.values()))
-        raise ValueError(f"{_show(value)} is not one of {names}")
+        raise ValueError(f"{show(value)} is not one of {names}")
 
     return conv
 
@@ -538,7 +407,7 @@ def _str_list(value: object) -> tuple[str, ...]:
     if isinstance(value, str):  # from the environment: `a:8080,b:8080` or `[a:8080, b:8080]`
         value = _parse_flow(value) if value.lstrip().startswith("[") else value.split(",")
     if not isinstance(value, list):
-        raise ValueError(f"{_show(value)} is not a list")
+        raise ValueError(f"{show(value)} is not a list")
     return tuple(_str(v).strip() for v in value)
 
 
@@ -546,7 +415,7 @@ def _options(value: object) -> dict[str, str]:
     if isinstance(value, str):
         value = _parse_flow(value)
     if not isinstance(value, Mapping):
-        raise ValueError(f"{_show(value)} is not a mapping")
+        raise ValueError(f"{show(value)} is not a mapping")
     out: dict[str, str] = {}
     for k, v in value.items():
         if isinstance(v, bool):
@@ -554,7 +423,7 @@ def _options(value: object) -> dict[str, str]:
         elif isinstance(v, str | int | float):
             out[str(k)] = str(v)
         else:
-            raise ValueError(f"option {str(k)!r}: {_show(v)} is not a string")
+            raise ValueError(f"option {str(k)!r}: {show(v)} is not a string")
     return out
 
 
@@ -570,7 +439,7 @@ _MEMBERSHIP_NAMES: Mapping[str, str] = {m: m for m in MEMBERSHIPS}
 def _rule_path(value: object) -> str:
     path = _str(value)
     if not path.startswith("/"):
-        raise ValueError(f"{_show(path)} is not a namespace path (use e.g. /s3/imagenet/)")
+        raise ValueError(f"{show(path)} is not a namespace path (use e.g. /s3/imagenet/)")
     return path
 
 
@@ -605,7 +474,7 @@ def _build_auth(r: _Reader) -> AuthConfig:
     for u in r.items("users"):
         user = User(u.req("access_key", _str), u.req("secret_key", _str), u.get("admin", _bool, False))
         if any(x.access_key == user.access_key for x in users):
-            raise u.error(u.sub("access_key"), f"{_show(user.access_key)} is a duplicate")
+            raise u.error(u.sub("access_key"), f"{show(user.access_key)} is a duplicate")
         users.append(user)
         u.finish()
     if not r.has("users"):
@@ -692,7 +561,7 @@ def _mount_list(r: _Reader, name: str) -> tuple[MountConfig, ...]:
             limits=_build_limits(m.section("limits")),
         )
         if any(x.path == mount.path for x in mounts):
-            raise m.error(m.sub("path"), f"{_show(mount.path)} is mounted twice")
+            raise m.error(m.sub("path"), f"{show(mount.path)} is mounted twice")
         mounts.append(mount)
         m.finish()
     return tuple(mounts)
@@ -755,7 +624,7 @@ def _set(tree: dict[str, Any], segments: list[str], value: object) -> None:
         elif isinstance(node, dict):
             key = seg
         else:
-            raise ConfigError(_display(segments[:i]), f"{_show(node)} is not a mapping")
+            raise ConfigError(_display(segments[:i]), f"{show(node)} is not a mapping")
         if last:
             node[key] = value
         else:

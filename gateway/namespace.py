@@ -35,7 +35,8 @@ import anyio
 import anyio.to_thread
 
 from cache.keys import Source
-from gateway.config import ConfigError, Limits, MountConfig, check_mount_path, normalize_uri, parse_mounts
+from gateway.config import ConfigError, Limits, MountConfig, parse_mounts
+from gateway.values import check_mount_path, normalize_uri
 from ufs_adapters.base import NotSupported, UfsAdapter, UfsError
 from ufs_adapters.registry import Opener, normalize_options, open_adapter
 

@@ -15,14 +15,11 @@ from gateway.config import (
     MountConfig,
     TlsConfig,
     User,
-    check_mount_path,
     from_dict,
     from_env,
     load,
-    parse_duration,
-    parse_rate,
-    parse_size,
 )
+from gateway.values import check_mount_path, file_uri, normalize_uri, parse_duration, parse_rate, parse_size
 
 GiB = 1024**3
 MiB = 1024**2
@@ -278,7 +275,7 @@ def test_relative_paths_become_absolute(tmp_path: Path) -> None:
     ],
 )
 def test_normalize_uri(uri: str, expected: str, tmp_path: Path) -> None:
-    assert cfg.normalize_uri(uri) == expected.format(cwd=tmp_path)
+    assert normalize_uri(uri) == expected.format(cwd=tmp_path)
 
 
 # --- environment and overrides -------------------------------------------------------------------
@@ -535,6 +532,6 @@ def test_parse_mounts() -> None:
 
 
 def test_file_uris_are_percent_encoded(tmp_path: Path) -> None:
-    assert cfg.file_uri("a b") == f"file://{tmp_path}/a%20b"
-    assert cfg.normalize_uri("file:///srv/a%20b") == "file:///srv/a%20b"
-    assert cfg.normalize_uri("file:///srv/a b") == "file:///srv/a%20b"
+    assert file_uri("a b") == f"file://{tmp_path}/a%20b"
+    assert normalize_uri("file:///srv/a%20b") == "file:///srv/a%20b"
+    assert normalize_uri("file:///srv/a b") == "file:///srv/a%20b"

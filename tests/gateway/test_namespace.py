@@ -9,8 +9,9 @@ from typing import cast
 import pytest
 
 from gateway import namespace
-from gateway.config import Limits, MountConfig, file_uri
+from gateway.config import Limits, MountConfig
 from gateway.namespace import MountError, MountTable, NotMounted, mount_id
+from gateway.values import file_uri
 from ufs_adapters.base import PermissionDenied, UfsAdapter, Unavailable
 
 
