@@ -42,22 +42,19 @@ import asyncio
 import math
 import os
 import platform
-import resource
 import shlex
 import shutil
-import signal
 import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` as a package, from anywhere
@@ -65,37 +62,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` as a 
 from bench.get_throughput import (
     ACCESS_KEY,
     BUCKET,
-    CLK_TCK,
     SECRET_KEY,
     SIZES,
     Load,
-    Measurement,
-    Server,
     Size,
-    WrkResult,
+    fmt_rate,
+    keys_of,
+    make_data,
+    measure_server,
+    presigned_paths,
+    s3_client,
+    signals_as_interrupt,
+    start_nginx,
+    verify,
+    write_lua,
+)
+from bench.one_pass import Row, measure_one_pass, page_cache_mib, read_once, rows_of
+from bench.procs import (
+    Server,
     cpu_delta,
     cpu_model,
     ensure_tools,
     free_port,
-    hasher,
     hoard_argv,
     hoard_revision,
-    keys_of,
     log,
-    machine_ticks,
-    make_data,
-    measure_server,
-    presigned_paths,
-    py_spy,
-    s3_client,
-    signals_as_interrupt,
     snapshot,
-    start_nginx,
-    subtree,
     tool_version,
-    verify,
-    write_lua,
 )
+from bench.profiles import perf_during, py_spy
 from tests.faultproxy import FaultProxy
 from tests.servers import wait_workers
 
@@ -125,134 +120,6 @@ while True:
     else:
         time.sleep(0.001)
 """
-
-
-@dataclass
-class Row:
-    m: Measurement
-    note: str = ""  # extra detail (moto's CPU during a cold pass, ...)
-
-
-def rows_of(measurements: Sequence[Measurement]) -> list[Row]:
-    return [Row(m) for m in measurements]
-
-
-# --- the one-pass client ---------------------------------------------------------------------------
-
-
-async def _one_pass(
-    base: str, paths: Sequence[str], keys: Sequence[str], digests: dict[str, str], concurrency: int
-) -> tuple[int, list[float], list[str]]:
-    queue = list(zip(paths, keys, strict=True))
-    queue.reverse()
-    latencies: list[float] = []
-    errors: list[str] = []
-    total = 0
-    # aiohttp, not httpx: httpcore's pool scans every kept-alive connection on each request, which
-    # made this client, not the server, the bottleneck against a keep-alive server (3.0 ms of
-    # client CPU per 4 KiB GET from Hoard against 1.7 ms from moto, which closes each connection).
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=300.0)
-    async with aiohttp.ClientSession(
-        base, connector=connector, timeout=timeout, auto_decompress=False
-    ) as client:
-
-        async def worker() -> None:
-            nonlocal total
-            while queue:
-                path, key = queue.pop()
-                t0 = time.perf_counter()
-                h = hasher()
-                try:
-                    async with client.get(path, skip_auto_headers=("Accept-Encoding",)) as response:
-                        async for chunk in response.content.iter_any():
-                            h.update(chunk)
-                            total += len(chunk)
-                        status = response.status
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    errors.append(f"{key}: {exc!r}")
-                    continue
-                latencies.append(time.perf_counter() - t0)
-                if status != 200:
-                    errors.append(f"{key}: status {status}")
-                elif h.finalize().hex() != digests[key]:
-                    errors.append(f"{key}: bytes differ")
-
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(queue)))))
-    return total, latencies, errors
-
-
-def _page_cache_mib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("Cached:"):
-            return int(line.split()[1]) // 1024
-    return -1
-
-
-def _cpu_waited() -> float | None:
-    """Seconds that some runnable task has waited for a core, since boot (PSI, /proc/pressure/cpu;
-    None without it). Over a pass, its share of the wall time is how crowded the cores were."""
-    try:
-        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
-        return None
-    return int(dict(field.split("=", 1) for field in some)["total"]) / 1e6
-
-
-def _self_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def measure_one_pass(
-    server: Server,
-    name: str,
-    base: str,
-    size: Size,
-    paths: Sequence[str],
-    digests: dict[str, str],
-    concurrency: int,
-    ufs: Server | None = None,
-    drop_caches: bool = False,
-) -> Row:
-    """GET every path exactly once with `concurrency` concurrent connections; bytes are checked.
-    `drop_caches`: empty the kernel's page cache first (see --drop-caches)."""
-    keys = keys_of(size)
-    if drop_caches:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("1\n")
-    log(f"{name}, {size.label}: one pass over {len(paths)} objects, {concurrency} connections")
-    before, machine, client, waited = snapshot(), machine_ticks(), _self_cpu(), _cpu_waited()
-    t0 = time.monotonic()
-    nbytes, latencies, errors = asyncio.run(_one_pass(base, paths, keys, digests, concurrency))
-    seconds = time.monotonic() - t0
-    after, client, waited_after = snapshot(), _self_cpu() - client, _cpu_waited()
-    busy, interrupts = (b - a for a, b in zip(machine, machine_ticks(), strict=True))
-    if errors:
-        raise RuntimeError(f"{name}, {size.label}: {len(errors)} failed reads, first: {errors[0]}")
-    pids = subtree(before, server.proc.pid) | subtree(after, server.proc.pid)
-    cpu = cpu_delta(before, after, pids)
-    ufs_cpu = 0.0
-    note = ""
-    if ufs is not None:
-        ufs_pids = subtree(before, ufs.proc.pid) | subtree(after, ufs.proc.pid)
-        ufs_cpu = cpu_delta(before, after, ufs_pids)
-        note = f"; moto (UFS) CPU meanwhile {100 * ufs_cpu / seconds:.0f}%"
-    if waited is not None and waited_after is not None:
-        note += f"; a task waited for a core {100 * (waited_after - waited) / seconds:.0f}% of the time"
-    latencies.sort()
-    wrk = WrkResult(
-        requests=len(latencies),
-        bytes=nbytes,  # bodies only (wrk also counts headers)
-        seconds=seconds,
-        errors={},
-        p50_ms=1e3 * latencies[len(latencies) // 2],
-        p99_ms=1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-    )
-    other = max(0.0, busy / CLK_TCK - cpu - client - ufs_cpu)
-    m = Measurement(size, name, wrk, cpu, client, other, interrupts / CLK_TCK)
-    log(f"  {fmt_rate(m)}, {m.cpu_us_per_request:,.0f} µs CPU/request, all bytes equal")
-    return Row(m, note)
 
 
 # --- servers -------------------------------------------------------------------------------------
@@ -429,7 +296,7 @@ def profile_cold(workdir: Path, moto: str, size: Size, digests: dict[str, str], 
         return py_spy(
             server,
             workdir / f"py-spy-cold-{size.name}.txt",
-            lambda: asyncio.run(_one_pass(base, paths, keys, digests, concurrency)),
+            lambda: asyncio.run(read_once(base, paths, keys, digests, concurrency)),
         )
     finally:
         server.stop()
@@ -445,7 +312,7 @@ def perf_cold(workdir: Path, moto: str, size: Size, digests: dict[str, str], con
             server,
             workdir / f"perf-cold-{size.name}.data",
             f"one more cold pass of {size.label} objects",
-            lambda: asyncio.run(_one_pass(base, presigned_paths(base, keys), keys, digests, concurrency)),
+            lambda: asyncio.run(read_once(base, presigned_paths(base, keys), keys, digests, concurrency)),
         )
     finally:
         server.stop()
@@ -464,52 +331,7 @@ def perf_hits(
     )
 
 
-def perf_during(server: Server, data: Path, what: str, workload: Callable[[], object]) -> str:
-    """perf record of `server`'s processes while `workload` runs: time by shared object, the
-    system calls and page faults it goes to, and the hottest symbols."""
-    perf = shutil.which("perf")
-    if perf is None:
-        return "perf is not installed (Debian: apt-get install linux-perf); skipped"
-    pids = ",".join(str(p) for p in sorted(subtree(snapshot(), server.proc.pid)))
-    argv = [perf, "record", "-g", "-F", "999", "-o", str(data), "-p", pids]
-    log(f"perf: {shlex.join(argv)}")
-    rec = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)  # let perf attach
-        workload()
-        rec.send_signal(signal.SIGINT)
-        rec.wait(timeout=60)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
-            rec.wait(timeout=10)
-
-    def report(*how: str) -> list[str]:
-        out = subprocess.run(
-            [perf, "report", "-i", str(data), "--stdio", "-g", "none", *how],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        ).stdout
-        return [line.rstrip() for line in out.splitlines() if line.strip() and not line.startswith("#")]
-
-    calls = [
-        line
-        for line in report("--children", "--sort", "sym")
-        if "__x64_sys_" in line or line.endswith("] exc_page_fault")
-    ]
-    lines = [f"perf, Hoard's workers during {what} (kernel included):"]
-    lines += ["  self time by shared object:", *report("--no-children", "--sort", "dso")[:5]]
-    lines += ["  system calls and page faults, inclusive:", *calls[:8]]
-    lines += ["  self time, hottest symbols:", *report("--no-children", "--sort", "sym")[:14]]
-    return "\n".join(lines)
-
-
 # --- report --------------------------------------------------------------------------------------
-
-
-def fmt_rate(m: Measurement) -> str:
-    return f"{m.rate:,.0f} req/s" if m.size.by_requests else f"{m.rate:,.0f} MB/s"
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -752,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"hoard {hoard_revision()} ({HOARD_WORKERS} workers); {tool_version([nginx, '-v'])}; "
         f"{tool_version([wrk, '-v']).split(' Copyright')[0]}; moto {tool_version([sys.executable, '-c', 'import moto; print(moto.__version__)'])}",
         f"load average at start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}; "
-        f"page cache {_page_cache_mib():,} MiB{', dropped before each one-pass run' if args.drop_caches else ''}",
+        f"page cache {page_cache_mib():,} MiB{', dropped before each one-pass run' if args.drop_caches else ''}",
         f"load: wrk -t{args.threads} -c{args.connections}, {args.warmup}s warm-up + {args.duration}s per run; "
         f"one pass: {args.connections} connections; " + ", ".join(f"{s.count} x {s.label}" for s in sizes),
         f"UFS: moto{f' behind a proxy adding {1e3 * args.ufs_latency:.0f} ms to every request' if args.ufs_latency else ''}; "

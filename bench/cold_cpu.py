@@ -35,19 +35,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` as a package, from anywhere
 
-from bench.cache_throughput import COLD, HOARD_WORKERS, measure_one_pass, start_hoard_s3
+from bench.cache_throughput import COLD, HOARD_WORKERS, start_hoard_s3
 from bench.get_throughput import (
     BUCKET,
-    REPO,
     SIZES,
     Size,
-    ensure_tools,
     keys_of,
-    log,
     make_data,
     presigned_paths,
     signals_as_interrupt,
     start_nginx,
+)
+from bench.one_pass import measure_one_pass
+from bench.procs import (
+    REPO,
+    ensure_tools,
+    log,
 )
 
 

@@ -17,23 +17,19 @@ import argparse
 import os
 import platform
 import re
-import resource
 import shlex
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
 from urllib.parse import urlsplit
 
 import boto3  # type: ignore[import-untyped]
@@ -41,14 +37,33 @@ import httpx
 from awscrt.checksums import XXHash
 from botocore.config import Config as BotoConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` as a package, from anywhere
+
+from bench.procs import (
+    CLK_TCK,
+    Server,
+    busiest_other,
+    children_cpu_seconds,
+    cpu_delta,
+    cpu_model,
+    ensure_tools,
+    free_port,
+    hoard_argv,
+    hoard_revision,
+    log,
+    machine_ticks,
+    snapshot,
+    subtree,
+    tool_version,
+)
+from bench.profiles import py_spy
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 BUCKET = "bench"
 ACCESS_KEY = "bench"
 SECRET_KEY = "bench-secret-key-not-for-production"
 REGION = "us-east-1"
 PRESIGN_EXPIRES = 7 * 24 * 3600  # SigV4's longest
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
 
@@ -119,225 +134,6 @@ class Measurement:
     @property
     def cpu_s_per_gb(self) -> float:
         return self.cpu_seconds / max(self.wrk.bytes, 1) * 1e9
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --- tools ---------------------------------------------------------------------------------------
-
-
-def find_tool(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
-
-
-def ensure_tools() -> tuple[str, str]:
-    """nginx and wrk, installed from Debian's packages if missing."""
-    if not (find_tool("nginx") and find_tool("wrk")):
-        if os.geteuid() != 0:
-            sys.exit("nginx and wrk are needed: run as root, or `apt-get install -y nginx wrk` first")
-        log("installing nginx and wrk (apt-get)")
-        subprocess.run(
-            "apt-get update -qq && apt-get install -y -qq nginx wrk",
-            shell=True,
-            check=True,
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            stdout=subprocess.DEVNULL,
-        )
-    nginx, wrk = find_tool("nginx"), find_tool("wrk")
-    if nginx is None or wrk is None:
-        sys.exit("nginx or wrk is still missing after apt-get install")
-    return nginx, wrk
-
-
-def hoard_argv() -> tuple[list[str], dict[str, str]]:
-    """The installed `hoard` beside this Python, else the CLI run from the source tree."""
-    script = Path(sys.executable).parent / "hoard"
-    if script.exists():
-        return [str(script)], {}
-    return [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"], {
-        "PYTHONPATH": str(REPO)
-    }
-
-
-def tool_version(argv: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    text = (out.stdout + out.stderr).strip().splitlines()
-    return text[0] if text else "?"
-
-
-def hoard_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return f"{rev}{'+dirty' if dirty else ''}" if rev else "?"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --- processes and their CPU time ----------------------------------------------------------------
-
-
-Snapshot = dict[int, tuple[str, int, int]]  # pid: (command name, ppid, utime + stime in ticks)
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None  # gone
-    close = raw.rindex(")")  # the command name may hold spaces and parentheses
-    fields = raw[close + 2 :].split()
-    return raw[raw.index("(") + 1 : close], int(fields[1]), int(fields[11]) + int(fields[12])
-
-
-def snapshot() -> Snapshot:
-    """Every process's CPU time (all its threads), from /proc/<pid>/stat."""
-    stats: Snapshot = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat is not None:
-                stats[int(entry.name)] = stat
-    return stats
-
-
-def subtree(snap: Snapshot, root: int) -> set[int]:
-    """`root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for pid, (_, ppid, _) in snap.items():
-        children.setdefault(ppid, []).append(pid)
-    tree: set[int] = set()
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in snap and pid not in tree:
-            tree.add(pid)
-            todo.extend(children.get(pid, ()))
-    return tree
-
-
-def cpu_delta(before: Snapshot, after: Snapshot, pids: set[int]) -> float:
-    """Seconds of CPU that `pids` used between two snapshots; those born in between count from zero."""
-    ticks = sum(after[p][2] - (before[p][2] if p in before else 0) for p in pids if p in after)
-    return ticks / CLK_TCK
-
-
-def busiest_other(before: Snapshot, after: Snapshot, exclude: set[int]) -> str:
-    """The process outside `exclude` that used the most CPU between the snapshots, for warnings."""
-    deltas = {p: after[p][2] - (before[p][2] if p in before else 0) for p in after if p not in exclude}
-    if not deltas:
-        return "?"
-    pid = max(deltas, key=lambda p: deltas[p])
-    return f"{after[pid][0]} (pid {pid}, {deltas[pid] / CLK_TCK:.1f}s)"
-
-
-class Server:
-    """A server process in its own session, so that it and its workers stop together."""
-
-    def __init__(self, name: str, argv: list[str], logfile: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.argv = argv
-        self.logfile = logfile
-        self._log: IO[bytes] = logfile.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_http(self, url: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.alive():
-            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        else:
-            # The leader is gone; its workers may not be.
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self._log.close()
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, interrupts) CPU ticks of all cores from /proc/stat: busy is user, nice, system and
-    steal time; interrupts is irq and softirq time, where much of loopback TCP's work is done
-    without being charged to any process."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (
-        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    )
-    return user + nice + system + steal, irq + softirq
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 # --- data, URLs, wrk -----------------------------------------------------------------------------
@@ -552,36 +348,7 @@ mounts:
     return server, base
 
 
-# --- profiling (optional) ------------------------------------------------------------------------
-
-
-# Leaf frames of a thread with nothing to do: idle thread-pool workers waiting for a job (a busy
-# worker's stack goes deeper, into the job).
-_IDLE_LEAVES = (
-    "Condition.wait (threading.py",
-    "Event.wait (threading.py",
-    "Queue.get (queue.py",
-    "_worker (concurrent/futures/thread.py",
-    "Connection._recv (multiprocessing/connection.py",  # uvicorn's supervisor pipe: a blocked read
-)
-# Entry frames every busy sample of their thread has; left out of the inclusive list.
-_ENTRY_FRAMES = (
-    "<module> (",
-    "main (gateway/cli.py",
-    "cmd_serve (gateway/cli.py",
-    "run (uvicorn/main.py",
-    "Server.run (uvicorn/server.py",
-    "asyncio_run (uvicorn/_compat.py",
-    "Thread._bootstrap",
-    "Thread.run (threading.py",
-    "WorkerThread.run (anyio",
-    "_bootstrap (<frozen",
-    "spawn_main (",
-    "_main (multiprocessing",
-    "BaseProcess._bootstrap",
-    "BaseProcess.run",
-    "subprocess_started (uvicorn",
-)
+# --- profiling (optional) ---
 
 
 def profile_hoard(server: Server, load: Load, base: str, script: Path, seconds: int, out: Path) -> str:
@@ -589,71 +356,6 @@ def profile_hoard(server: Server, load: Load, base: str, script: Path, seconds: 
 
     py-spy pauses the processes for each sample, so this run's rate is not a measurement."""
     return py_spy(server, out, lambda: load.run(base, script, seconds))
-
-
-def py_spy(server: Server, out: Path, drive: Callable[[], object]) -> str:
-    """py-spy on `server`'s whole process tree while `drive()` runs; returns the top frames."""
-    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not os.access(pyspy, os.X_OK):
-        return "--profile: py-spy is not installed (.venv/bin/pip install py-spy); skipped"
-    argv = [
-        pyspy,
-        "record",
-        "--pid",
-        str(server.proc.pid),
-        "--subprocesses",
-        "--rate",
-        "250",
-        "--function",  # one entry per function, not per line
-        "--format",
-        "raw",
-        "--output",
-        str(out),
-    ]
-    log(f"profiling: {shlex.join(argv)}")
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)  # let py-spy attach
-        drive()
-        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        _, err = spy.communicate(timeout=60)
-    finally:
-        if spy.poll() is None:
-            spy.kill()
-            spy.wait(timeout=10)
-    if not out.exists():
-        return f"py-spy wrote nothing: {err.strip()[-500:]}"
-    self_time: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    busy = idle = 0
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        n = int(count)
-        if frames[-1].startswith(_IDLE_LEAVES):
-            idle += n
-            continue
-        busy += n
-        self_time[frames[-1]] += n
-        for frame in set(frames):
-            if not frame.startswith(_ENTRY_FRAMES):
-                inclusive[frame] += n
-    if busy == 0:
-        return f"py-spy recorded no busy samples: {err.strip()[-500:]}"
-    lines = [
-        f"py-spy, Hoard during one more run: {busy} busy samples ({idle} more of idle threads left out);",
-        "a leaf of Runner.run is time in the event loop's own C code (uvloop: polling, socket I/O).",
-        "  self time:",
-    ]
-    lines += [f"    {100 * n / busy:5.1f}%  {frame}" for frame, n in self_time.most_common(15)]
-    lines.append("  inclusive:")
-    shown = [(f, n) for f, n in inclusive.most_common(40) if n < 0.99 * busy]  # not the entry frames
-    lines += [f"    {100 * n / busy:5.1f}%  {frame}" for frame, n in shown[:25]]
-    return "\n".join(lines)
 
 
 # --- the run -------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, from anywhere
 
 from bench.cache_throughput import start_moto
-from bench.get_throughput import s3_client
+from bench.get_throughput import (
+    s3_client,
+)
 from ufs_adapters.base import WriteMeta
 from ufs_adapters.s3 import S3Adapter
 
