@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from cache.keys import PageKey
-from tests.e2e.conftest import launch
-from tests.e2e.test_cache import (
+from tests.e2e.cache_env import (
     Hoard,
     KiB,
     MiB,
@@ -30,6 +29,7 @@ from tests.e2e.test_cache import (
     start_hoard,
     wait_until,
 )
+from tests.e2e.conftest import launch
 from tests.servers import moto_server
 
 PAGE = 256 * KiB

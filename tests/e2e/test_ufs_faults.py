@@ -28,8 +28,8 @@ import httpx
 import pytest
 from botocore.config import Config as BotoConfig
 
+from tests.e2e.cache_env import Hoard, KiB, MiB, Moto, blob, get, put_many, s3_mount, sha
 from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, start_gateway
-from tests.e2e.test_cache import Hoard, KiB, MiB, Moto, blob, get, put_many, s3_mount, sha
 from tests.faultproxy import FaultProxy
 from tests.servers import moto_server
 
