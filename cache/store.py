@@ -336,11 +336,11 @@ class PageStore:
         Separate from `read` so a reader can start the next page before sending this one.
         """
         if length <= INLINE_MAX or NOWAIT:
-            now = self.clock()
-            data = self.files.read_inline(key.name, length, ttl, now)
+            name, now = key.name, self.clock()  # the name is a hash: made once per read
+            data = self.files.read_inline(name, length, ttl, now)
             if data is not SLOW:
                 if data is not None:
-                    self._touches[key.name] = now
+                    self._touches[name] = now
                 done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
                 done.set_result(cast("bytes | None", data))
                 return done
