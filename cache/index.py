@@ -313,28 +313,26 @@ class PageIndex:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _con(self) -> sqlite3.Connection:
+        """The calling thread's connection; it waits up to `timeout` for a lock."""
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is None:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, reads run in autocommit.
-            con = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-            # NORMAL in WAL mode: a commit does not fsync, a power loss may drop the last
-            # transactions but never corrupts the database. Losing rows only loses cached pages
-            # (their files become orphans, removed at the next start).
-            con.execute("PRAGMA synchronous = NORMAL")
-            self._local.con = con
-            with self._connections_lock:
-                self._connections.append(con)
-        return con
+        return con if con is not None else self._connect("con", self.timeout)
 
     def _nowait_con(self) -> sqlite3.Connection:
+        """The calling thread's connection that raises OperationalError at once where `_con`'s
+        would wait for a lock (for the event loop)."""
         con: sqlite3.Connection | None = getattr(self._local, "nowait", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=0.0, isolation_level=None, check_same_thread=False)
-            self._local.nowait = con
-            with self._connections_lock:
-                self._connections.append(con)
+        return con if con is not None else self._connect("nowait", 0.0)
+
+    def _connect(self, slot: str, timeout: float) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, reads run in autocommit.
+        con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        # NORMAL in WAL mode: a commit does not fsync, a power loss may drop the last
+        # transactions but never corrupts the database. Losing rows only loses cached pages
+        # (their files become orphans, removed at the next start).
+        con.execute("PRAGMA synchronous = NORMAL")
+        setattr(self._local, slot, con)
+        with self._connections_lock:
+            self._connections.append(con)
         return con
 
     @contextmanager

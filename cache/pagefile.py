@@ -88,10 +88,8 @@ class PageFiles:
             os.close(fd)
         if got != HEADER.size + length:
             return SLOW
-        magic, crc, stored_length, store_time = HEADER.unpack_from(head)
-        if magic != MAGIC or stored_length != length or crc32c(data) != crc:
-            return SLOW
-        if ttl is not None and store_time + ttl <= now:
+        store_time = _stored_at(head, data, length)
+        if store_time is None or (ttl is not None and store_time + ttl <= now):
             return SLOW
         return data
 
@@ -117,12 +115,10 @@ class PageFiles:
             return None, -1, 0.0
         finally:
             os.close(fd)
-        if got != HEADER.size + length or st.st_size != got:
-            return None, st.st_ino, 0.0
-        magic, crc, stored_length, store_time = HEADER.unpack(head)
         # bytearray is what the ASGI server writes and what slicing yields; typed as bytes.
         data = cast(bytes, body)
-        if magic != MAGIC or stored_length != length or crc32c(data) != crc:
+        store_time = _stored_at(head, data, length) if got == HEADER.size + length == st.st_size else None
+        if store_time is None:
             return None, st.st_ino, 0.0
         return data, st.st_ino, store_time
 
@@ -213,6 +209,16 @@ class PageFiles:
                         remove_if_dead(os.path.join(top_dir, name), name, now)
                     else:
                         yield name
+
+
+def _stored_at(head: bytes | bytearray, data: bytes, length: int) -> float | None:
+    """The store time in a page's header if the header and `data` are that page, whole: the
+    magic, the length `length` and the CRC-32C of the data agree; else None."""
+    magic, crc, stored_length, stored = HEADER.unpack_from(head)
+    if magic != MAGIC or stored_length != length or crc32c(data) != crc:
+        return None
+    store_time: float = stored  # a double ("d")
+    return store_time
 
 
 def _write_all(fd: int, head: bytes, data: bytes) -> None:
