@@ -27,7 +27,8 @@ allocation of, page-cache memory), an O_DIRECT one 0.4-0.65 (bench/disk_write.py
 read of 64 MiB objects went from 4.1 to 1.9 s of CPU per GB (bench/README.md). The first hit of such
 a page reads it from the disk, and fills go no faster than the disk writes.
 Evictions delete the row and unlink the file inside one write transaction, so no writer can put
-the same key back between the two steps. Pages are written by one write lane per process
+the same key back between the two steps. A page write the file system refuses for want of space
+(it filled before the cache's size was reached) evicts as an insert would and tries again. Pages are written by one write lane per process
 (`write_soon`): the pages queued while it writes a batch make its next batch, whose rows go in
 one transaction. Pages over INLINE_MAX have their files written by WRITERS threads first, at
 once, and the lane only commits them.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -65,6 +67,7 @@ INDEX_THREADS = 2  # the index's threads: one may drain the write lane while ano
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
 COMMIT_BATCH = 64  # pages per write-lane batch (one transaction)
 WRITERS = 2  # threads writing the files of pages larger than INLINE_MAX (O_DIRECT), for the lane
+FULL_DISK_TRIES = 3  # writes of a page the file system refuses for want of space, room made before each
 # Page files sit one directory level down, pages/ab/<name> (256 directories: a million pages are
 # 4,096 files per directory, which ext4 and XFS index). Until this layout there were two levels,
 # pages/ab/cd/<name>: up to 65,536 directories, one made (an inode allocated) for nearly every page
@@ -469,8 +472,28 @@ class PageStore:
             self.not_stored += 1
             return None
         now = self.clock()
-        tmp = self.files.write_tmp(key.name, data, now, self.fsync)
+        for attempt in range(1, FULL_DISK_TRIES + 1):
+            try:
+                tmp = self.files.write_tmp(key.name, data, now, self.fsync)
+                break
+            except OSError as exc:
+                # The file system is full before the cache is (other files on it, or a size
+                # above what it holds): make room as the capacity would and write again (other
+                # writers may take the room first). Without this the pages on disk stayed and no
+                # new one was ever stored.
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                if not full or attempt == FULL_DISK_TRIES or not self._free_disk(size, now):
+                    raise
         return _Pending(key, tmp, size, meta, now)
+
+    def _free_disk(self, size: int, now: float) -> bool:
+        """Evict pages worth `size` bytes (at most `cull_limit` of them, in the capacity's order)
+        for a write the file system refused; whether any went."""
+        with self.index.transaction() as txn:
+            victims = txn.victims(size, self.cull_limit, now)
+            self._evict(txn, victims)
+            self._refresh(txn)
+        return bool(victims)
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         """One transaction: for each page, room, rename into place and row. Sets every item's
@@ -499,13 +522,18 @@ class PageStore:
     def _commit_one(self, txn: Txn, item: _Pending, renamed: list[str]) -> None:
         """The page's part of a group transaction; files it renames into place go to `renamed`."""
         key, name, meta = item.key, item.key.name, item.meta
+        final = self.file_of(name)
         if txn.exists(name):
-            item.stored = True  # another request stored it first; same key, same bytes
-            return
+            if os.path.exists(final):
+                item.stored = True  # another request stored it first; same key, same bytes
+                return
+            # A row whose file is gone (an eviction unlinks inside its transaction, and a commit
+            # that then failed, on a full disk say, kept the row): replace it, or the page could
+            # never be stored again.
+            txn.delete([name])
         if not self._make_room(txn, item.size, meta, item.now):
             self.not_stored += 1
             return
-        final = self.file_of(name)
         os.replace(item.tmp, final)
         item.moved = True
         renamed.append(final)

@@ -175,6 +175,70 @@ async def test_reserved_free_space_is_kept(tmp_path: Path) -> None:
     await store.aclose()
 
 
+class SmallDisk:
+    """The store's page files on a file system that holds `pages` of them: a write past that
+    fails with ENOSPC, as a full disk's does (the files are real, their bytes counted on disk)."""
+
+    def __init__(self, store: PageStore, monkeypatch: pytest.MonkeyPatch, pages: int) -> None:
+        self.refused = 0
+        real = store.files.write_tmp
+
+        def write_tmp(name: str, data: bytes, now: float, fsync: bool) -> str:
+            on_disk = sum(f.stat().st_size for f in Path(store.files.pages_dir).rglob("*") if f.is_file())
+            if on_disk + HEADER.size + len(data) > pages * FILE:
+                self.refused += 1
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(name, data, now, fsync)
+
+        monkeypatch.setattr(store.files, "write_tmp", write_tmp)
+
+
+async def test_a_full_file_system_makes_room_as_the_capacity_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills before the cache's size is reached: a page write it refuses evicts pages
+    (lowest priority, least recently used first) and is written again, so the cache keeps
+    taking new pages instead of keeping the first ones forever."""
+    store = await open_store(tmp_path, Clock(), capacity=100 * FILE)
+    disk = SmallDisk(store, monkeypatch, pages=10)
+    assert await store.write(key("high"), b"h" * P, meta(priority=Priority.HIGH))
+    for i in range(30):
+        assert await store.write(key(f"k{i}"), bytes([i]) * P, meta()), i
+    assert disk.refused == 21  # every write past the tenth page, once
+    assert store.evictions[EvictionReason.CAPACITY] == 21 and store.pages == 10
+    assert await store.read(key("high"), P) == b"h" * P
+    assert [await store.read(key(f"k{i}"), P) for i in range(30)] == [None] * 21 + [
+        bytes([i]) * P for i in range(21, 30)
+    ]
+    await store.aclose()
+
+
+async def test_a_file_system_full_of_other_files_stores_nothing_and_evicts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(tmp_path, Clock(), capacity=100 * FILE)
+    SmallDisk(store, monkeypatch, pages=0)
+    with pytest.raises(OSError) as refused:
+        await store.write(key("a"), b"a" * P, meta())
+    assert refused.value.errno == errno.ENOSPC
+    assert store.pages == 0 and sum(store.evictions.values()) == 0
+    assert list(Path(store.files.pages_dir).rglob("*.tmp")) == []
+    await store.aclose()
+
+
+async def test_a_row_whose_file_is_gone_does_not_keep_its_page_out(tmp_path: Path) -> None:
+    """An eviction unlinks its files inside its transaction; if the commit then fails (a full
+    disk), rows stay without files. Such a page is a miss, and storing it again works."""
+    store = await open_store(tmp_path, Clock())
+    assert await store.write(key("a"), b"a" * P, meta())
+    os.unlink(store.file_of(key("a").name))
+    assert await store.read(key("a"), P) is None
+    assert await store.write(key("a"), b"a" * P, meta())
+    assert await store.read(key("a"), P) == b"a" * P
+    assert (store.pages, store.used) == (1, FILE)
+    await store.aclose()
+
+
 async def test_page_size_change_starts_empty(tmp_path: Path) -> None:
     clock = Clock()
     store = await open_store(tmp_path, clock)

@@ -1,11 +1,15 @@
-"""Faults of the page cache end to end: damaged page files, a gateway killed during a load, and a
-cache far smaller than the objects. Correct bytes (SHA-256 of whole bodies) every time."""
+"""Faults of the page cache end to end: damaged page files, a gateway killed during a load, a
+cache far smaller than the objects and a cache directory on a file system that fills up. Correct
+bytes (SHA-256 of whole bodies) every time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ import pytest
 
 from cache.keys import PageKey
 from tests.e2e.cache_env import (
+    UFS_PREFIX,
     Hoard,
     KiB,
     MiB,
@@ -150,3 +155,50 @@ def test_a_cache_smaller_than_one_object_keeps_serving_from_the_ufs(tmp_path: Pa
         files = page_files(h.cache_dir)
         assert 0 < stats["used"] <= MiB and stats["capacity"] == MiB
         assert sum(f.stat().st_size for f in files) <= MiB and len(files) <= 3
+
+
+@contextlib.contextmanager
+def small_file_system(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only: CI runs as root)."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_cache_directory_whose_file_system_fills_up_keeps_serving_and_makes_room(
+    tmp_path: Path, moto: Moto
+) -> None:
+    """The cache's size (1 GiB) is far above what its file system holds (6 MiB): writes there fail
+    with ENOSPC. Every read still gets correct bytes, and the cache evicts to make room, so the
+    objects read last are hits the next time (before, the first pages stayed and no new one was
+    stored). Writes through Hoard go to the UFS and are acknowledged."""
+    with small_file_system(tmp_path / "cache", "8m"):
+        cache = {"size": "1GiB", "page_size": "256KiB"}
+        with running_hoard(tmp_path, moto, "full-disk", cache=cache) as h:
+            s3 = h.s3()
+            data = {f"d/{i}": blob(MiB, f"full-{i}") for i in range(16)}  # twice the disk
+            put_many(moto.client(), h.bucket, data)
+            for _ in range(2):
+                for key, body in data.items():
+                    got, _ = get(s3, key)
+                    assert sha(got) == sha(body)
+            wait_until(lambda: h.stats()["evictions"]["capacity"] > 0, "evictions for the full disk")
+            # The last object read: a page another write took the room of is fetched again now.
+            assert sha(get(s3, "d/15")[0]) == sha(data["d/15"])
+            h.wait_pages("d/15", 4)
+            got, xcache = get(s3, "d/15")
+            assert sha(got) == sha(data["d/15"]) and xcache == "HIT"
+            body = blob(MiB, "full-put")
+            s3.put_object(Bucket="s3", Key="d/put", Body=body)
+            stored = moto.client().get_object(Bucket=h.bucket, Key=f"{UFS_PREFIX}/d/put")["Body"].read()
+            assert sha(stored) == sha(body)
+            got, _ = get(s3, "d/put")
+            assert sha(got) == sha(body)
