@@ -18,8 +18,10 @@ gateway processes may share one cache directory.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -32,6 +34,8 @@ from typing import Any
 from ufs_adapters.base import ObjectInfo
 
 from .stats import EvictionReason
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -297,10 +301,35 @@ class PageIndex:
         # SQLite answers "database is locked" at once, without waiting, to a connection that asks
         # while another holds a write lock (worker processes open the cache at the same moment).
         with self._locked():
-            con = self._con()
-            con.execute("PRAGMA journal_mode = WAL")
-            # executescript commits on its own; the statements are idempotent (IF NOT EXISTS).
-            con.executescript(SCHEMA)
+            try:
+                self._create()
+            except sqlite3.DatabaseError as exc:
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                    raise
+                # The index only says which pages are where: an unreadable one costs the cache,
+                # not the gateway. Under the lock, so that no other worker process sets aside
+                # the index this one makes next.
+                log.warning("cache index %s is unreadable (%s): set aside as %s.corrupt; the cache "
+                            "starts empty", path, exc, path)  # fmt: skip
+                self._close_connections()
+                os.replace(path, path + ".corrupt")
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path + suffix)
+                self._create()
+
+    def _close_connections(self) -> None:
+        with self._connections_lock:
+            for con in self._connections:
+                con.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _create(self) -> None:
+        con = self._con()
+        con.execute("PRAGMA journal_mode = WAL")
+        # executescript commits on its own; the statements are idempotent (IF NOT EXISTS).
+        con.executescript(SCHEMA)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -326,10 +355,14 @@ class PageIndex:
     def _connect(self, slot: str, timeout: float) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, reads run in autocommit.
         con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        # NORMAL in WAL mode: a commit does not fsync, a power loss may drop the last
-        # transactions but never corrupts the database. Losing rows only loses cached pages
-        # (their files become orphans, removed at the next start).
-        con.execute("PRAGMA synchronous = NORMAL")
+        try:
+            # NORMAL in WAL mode: a commit does not fsync, a power loss may drop the last
+            # transactions but never corrupts the database. Losing rows only loses cached pages
+            # (their files become orphans, removed at the next start).
+            con.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            con.close()
+            raise
         setattr(self._local, slot, con)
         with self._connections_lock:
             self._connections.append(con)
@@ -449,11 +482,7 @@ class PageIndex:
             return cur.rowcount
 
     def close(self) -> None:
-        with self._connections_lock:
-            for con in self._connections:
-                con.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._close_connections()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1

@@ -4,6 +4,7 @@ Layout under the cache directory:
 
     index.sqlite3          the index (WAL mode)
     index.sqlite3.lock     flock that queues writers of every process (PageIndex.transaction)
+    index.sqlite3.corrupt  an index SQLite found corrupt at start-up, set aside (the cache starts empty)
     pages/ab/<name>        one file per page: HEADER + data, name = PageKey.name (hex), under
                            one of 256 directories (LAYOUT)
     pages/ab/<name>.<pid>.<tid>.tmp

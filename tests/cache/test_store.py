@@ -239,6 +239,34 @@ async def test_a_row_whose_file_is_gone_does_not_keep_its_page_out(tmp_path: Pat
     await store.aclose()
 
 
+@pytest.mark.parametrize("damage", ["garbage", "torn"])
+async def test_an_unreadable_index_is_set_aside_and_the_cache_starts_empty(
+    tmp_path: Path, damage: str
+) -> None:
+    """An index overwritten with garbage, or one whose pages are torn: the store opens, empty (the
+    page files it no longer knows go as orphans), keeps the old index beside as .corrupt, and works."""
+    store = await open_store(tmp_path, Clock())
+    for i in range(200):
+        assert await store.write(key(f"k{i}"), bytes([i]) * P, meta())
+    await store.aclose()
+    index = tmp_path / "c" / "index.sqlite3"
+    assert not (tmp_path / "c" / "index.sqlite3-wal").exists()  # checkpointed on close
+    if damage == "garbage":
+        index.write_bytes(os.urandom(8192))
+    else:
+        raw = bytearray(index.read_bytes())
+        raw[4096:] = os.urandom(len(raw) - 4096)  # every page after the first (the schema's root)
+        index.write_bytes(bytes(raw))
+    store = await open_store(tmp_path, Clock())
+    assert (store.pages, store.used) == (0, 0)
+    assert (tmp_path / "c" / "index.sqlite3.corrupt").exists()
+    assert await store.read(key("k1"), P) is None
+    assert [f for f in Path(store.files.pages_dir).rglob("*") if f.is_file()] == []  # orphans removed
+    assert await store.write(key("k1"), b"new" * 10, meta())
+    assert await store.read(key("k1"), 30) == b"new" * 10
+    await store.aclose()
+
+
 async def test_page_size_change_starts_empty(tmp_path: Path) -> None:
     clock = Clock()
     store = await open_store(tmp_path, clock)

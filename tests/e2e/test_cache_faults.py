@@ -1,5 +1,6 @@
-"""Faults of the page cache end to end: damaged page files, a gateway killed during a load, a
-cache far smaller than the objects and a cache directory on a file system that fills up. Correct
+"""Faults of the page cache end to end: damaged page files, a gateway killed during a load, an
+unreadable index, a cache far smaller than the objects and a cache directory on a file system that
+fills up. Correct
 bytes (SHA-256 of whole bodies) every time."""
 
 from __future__ import annotations
@@ -133,6 +134,30 @@ def test_sigkill_during_load_restarts_with_a_consistent_cache(tmp_path: Path, mo
             read = read_all(h.s3(), sorted(data))
         assert read == {k: (sha(v), "HIT") for k, v in data.items()}
         assert object_reads(calls, h.bucket, "crash/") == []
+    finally:
+        h.gw.stop()
+
+
+def test_a_gateway_whose_cache_index_is_unreadable_starts_with_an_empty_cache(
+    tmp_path: Path, moto: Moto
+) -> None:
+    """The index overwritten on disk while the gateway was down: it starts anyway (the index set
+    aside), serves correct bytes from the UFS, and caches them again."""
+    data = {f"idx/{i}": blob(300 * KiB, f"idx-{i}") for i in range(6)}
+    h = start_hoard(tmp_path, moto, "index-ufs")
+    try:
+        put_many(moto.client(), h.bucket, data)
+        assert read_all(h.s3(), sorted(data)) == {k: (sha(v), "MISS") for k, v in data.items()}
+        wait_until(lambda: h.stats()["pages"] == len(data), "the pages stored")
+        h.gw.stop()
+        index = h.cache_dir / "index.sqlite3"
+        index.write_bytes(b"not a database" * 1000)
+        h.gw = launch(h.gw.config_path, h.gw.data_dir, int(h.gw.endpoint.rsplit(":", 1)[1]))
+        assert (h.cache_dir / "index.sqlite3.corrupt").exists()
+        assert h.stats()["pages"] == 0 and page_files(h.cache_dir) == []
+        assert read_all(h.s3(), sorted(data)) == {k: (sha(v), "MISS") for k, v in data.items()}
+        wait_until(lambda: h.stats()["pages"] == len(data), "the pages stored again")
+        assert read_all(h.s3(), sorted(data)) == {k: (sha(v), "HIT") for k, v in data.items()}
     finally:
         h.gw.stop()
 
