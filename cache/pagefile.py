@@ -199,6 +199,15 @@ class PageFiles:
 
     # -- the directory
 
+    def make_dirs(self) -> None:
+        """Every directory a page can go to (pages/00 ... pages/ff: names are hex), made when the
+        store opens, so a fresh cache's first fills make none. Each is an inode allocation, which
+        perf put at 0.5-4.3% of Hoard's CPU in a cold pass of 64 MiB objects (bench/README.md)."""
+        for i in range(256):
+            parent = os.path.join(self.pages_dir, f"{i:02x}")
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+
     def names_sorted(self, now: float) -> Iterator[str]:
         """Page file names in order; temporary files of dead writers are removed on the way."""
         for top in sorted(os.listdir(self.pages_dir)):

@@ -238,6 +238,7 @@ class PageStore:
             self._drop_all_sync()
         self.index.set_setting("page_size", str(self.page_size))
         self._migrate_layout_sync()
+        self.files.make_dirs()
         if policy is not None and self.index.setting("policy") != policy.fingerprint():
             self._reapply_sync(policy)
             self.index.set_setting("policy", policy.fingerprint())

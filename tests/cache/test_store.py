@@ -267,6 +267,19 @@ async def test_an_unreadable_index_is_set_aside_and_the_cache_starts_empty(
     await store.aclose()
 
 
+async def test_every_page_directory_is_made_when_the_store_opens(tmp_path: Path) -> None:
+    """A fresh cache's fills make no directories: all 256 exist once the store is open."""
+    store = await open_store(tmp_path, Clock())
+    pages = Path(store.files.pages_dir)
+    made = sorted(p.name for p in pages.iterdir())
+    assert made == [f"{i:02x}" for i in range(256)] and all((pages / d).is_dir() for d in made)
+    for i in range(50):
+        assert await store.write(key(f"k{i}"), bytes([i]) * P, meta())
+    assert sorted(p.name for p in pages.iterdir()) == made
+    assert [await store.read(key(f"k{i}"), P) for i in range(50)] == [bytes([i]) * P for i in range(50)]
+    await store.aclose()
+
+
 async def test_page_size_change_starts_empty(tmp_path: Path) -> None:
     clock = Clock()
     store = await open_store(tmp_path, clock)
