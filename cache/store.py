@@ -29,10 +29,10 @@ read of 64 MiB objects went from 4.1 to 1.9 s of CPU per GB (bench/README.md). T
 a page reads it from the disk, and fills go no faster than the disk writes.
 Evictions delete the row and unlink the file inside one write transaction, so no writer can put
 the same key back between the two steps. A page write the file system refuses for want of space
-(it filled before the cache's size was reached) evicts as an insert would and tries again. Pages are written by one write lane per process
-(`write_soon`): the pages queued while it writes a batch make its next batch, whose rows go in
-one transaction. Pages over INLINE_MAX have their files written by WRITERS threads first, at
-once, and the lane only commits them.
+(it filled before the cache's size was reached) evicts as an insert would and tries again.
+Pages are written by one write lane per process (`write_soon`): the pages queued while it writes
+a batch make its next batch, whose rows go in one transaction. Pages over INLINE_MAX have their
+files written by WRITERS threads first, at once, and the lane only commits them.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ INDEX_THREADS = 2  # the index's threads: one may drain the write lane while ano
 DROP_BATCH = 500  # rows deleted per transaction by free/stale/expiry, so writers are never held long
 COMMIT_BATCH = 64  # pages per write-lane batch (one transaction)
 WRITERS = 2  # threads writing the files of pages larger than INLINE_MAX (O_DIRECT), for the lane
-FULL_DISK_TRIES = 3  # writes of a page the file system refuses for want of space, room made before each
+FULL_DISK_TRIES = 3  # writes of a page when the file system is full, room made before each retry
 # Page files sit one directory level down, pages/ab/<name> (256 directories: a million pages are
 # 4,096 files per directory, which ext4 and XFS index). Until this layout there were two levels,
 # pages/ab/cd/<name>: up to 65,536 directories, one made (an inode allocated) for nearly every page
