@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -150,6 +151,20 @@ def _ensure_default_root(config: Config) -> None:
         absolute_path(DEFAULT_ROOT_URI[len("file://") :]).mkdir(parents=True, exist_ok=True)
 
 
+def _writable_dirs(config: Config) -> None:
+    """The cache and metastore directories, made if missing and written to once before anything
+    starts: a directory that cannot be used (a read-only file system, a path through a file) is
+    one line naming its key, not a traceback from every worker's start-up after the banner."""
+    for key, path in (("cache.dir", config.cache.dir), ("metastore.dir", config.metastore.dir)):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".hoard-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(key, f"cannot write to {str(path)!r}: {exc.strerror}") from None
+
+
 # prometheus_client's multiprocess directory (gateway/metrics.py); named here, not imported, so
 # that prometheus_client is first imported after it is set.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -171,6 +186,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     config = build_config(args, environ)
     _ensure_default_root(config)
+    _writable_dirs(config)
     print(startup_block(config), flush=True)
     # Worker processes (and the single in-process app) read the config back from here.
     os.environ[RESOLVED_CONFIG_ENV] = to_env(config)

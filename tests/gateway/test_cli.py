@@ -111,6 +111,40 @@ def test_bad_env_config_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch:
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "env", "key"),
+    [("--cache-dir", None, "cache.dir"), (None, "HOARD_METASTORE__DIR", "metastore.dir")],
+)
+def test_a_directory_that_cannot_be_written_exits_2_before_the_banner(
+    flag: str | None,
+    env: str | None,
+    key: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("uvicorn.run", _never)
+    monkeypatch.setattr("gateway.workers.run", _never)
+    (tmp_path / "a-file").write_text("not a directory")
+    unusable = tmp_path / "a-file" / "dir"
+    if env is not None:
+        monkeypatch.setenv(env, str(unusable))
+    assert cli.main(["serve", *([flag, str(unusable)] if flag else [])]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"config error: {key}: cannot write to '{unusable}': Not a directory\n"
+
+
+def test_the_directories_are_made_and_left_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    monkeypatch.setenv(RESOLVED_CONFIG_ENV, "")
+    monkeypatch.setenv(cli.MULTIPROC_ENV, "")
+    assert cli.main(["serve", "--cache-dir", str(tmp_path / "new" / "cache")]) == 0
+    assert list((tmp_path / "new" / "cache").iterdir()) == []  # the probe file is gone
+
+
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("no server may be started")
 
