@@ -20,6 +20,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -45,6 +46,30 @@ log = logging.getLogger(__name__)
 # That fetch starts when the reader reaches the window (read_ahead pages before its end), so a
 # reader slower than the UFS parks the stream (TCP holds the UFS back) rather than losing it.
 PARK_WAIT = 5.0
+
+
+class WriteFailures:
+    """Page writes that failed: a line in the log at most every LOG_EVERY seconds, with how many
+    failed since the last one. A full or failing cache disk fails every fill, and a line per
+    page would flood the log."""
+
+    LOG_EVERY = 60.0
+
+    __slots__ = ("count", "logged_at", "unlogged")
+
+    def __init__(self) -> None:
+        self.count = 0  # every failure since the cache opened
+        self.unlogged = 0
+        self.logged_at: float | None = None
+
+    def record(self, index: int, path: str, exc: BaseException) -> None:
+        self.count += 1
+        self.unlogged += 1
+        now = time.monotonic()
+        if self.logged_at is None or now - self.logged_at >= self.LOG_EVERY:
+            log.warning("cache could not store page %d of %s: %r (failed page writes since the "
+                        "last such line: %d)", index, path, exc, self.unlogged)  # fmt: skip
+            self.logged_at, self.unlogged = now, 0
 
 
 class Flight:
@@ -152,6 +177,7 @@ class Filler(abc.ABC):
     _links: dict[PageKey, Link]  # open-ended streams of fetches still filling, by their next page
     _settled: int
     _write_slots: asyncio.Semaphore
+    _write_failures: WriteFailures
     _tasks: set[asyncio.Future[Any]]
 
     @abc.abstractmethod
@@ -362,7 +388,7 @@ class Filler(abc.ABC):
             self._tasks.discard(f)
             self._write_slots.release()
             if not f.cancelled() and (exc := f.exception()) is not None:
-                log.warning("cache could not store page %d of %s: %r", index, obj.path, exc)
+                self._write_failures.record(index, obj.path, exc)
             flight.settled.set()
             self._release(key, flight)
             self._settled += 1

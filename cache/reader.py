@@ -28,7 +28,7 @@ from ufs_adapters.base import (
     aclose_stream,
 )
 
-from .fill import Filler, Flight, Link, ObjectVersion
+from .fill import Filler, Flight, Link, ObjectVersion, WriteFailures
 from .keys import PageKey, Source
 from .metadata import MetadataCache
 from .policy import Policy, Rule
@@ -79,6 +79,7 @@ class ObjectCache(Filler):
         self._settled = 0  # flights that left the table after their write (see _plan)
         self._stat_flights: dict[tuple[str, str], asyncio.Task[ObjectInfo]] = {}
         self._write_slots = asyncio.Semaphore(settings.write_slots)
+        self._write_failures = WriteFailures()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._positions: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self._sources: dict[str, Source] = {}
@@ -517,6 +518,7 @@ class ObjectCache(Filler):
             bytes_from_ufs=self.bytes_from_ufs,
             evictions=dict(store.evictions),
             metadata_entries=len(self.metadata),
+            page_write_failures=self._write_failures.count,
         )
 
     async def explain(self, src: Source, path: str) -> dict[str, Any]:

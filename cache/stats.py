@@ -51,6 +51,7 @@ class CacheStats:
     bytes_from_ufs: int
     evictions: Mapping[EvictionReason, int] = field(default_factory=dict)
     metadata_entries: int = 0
+    page_write_failures: int = 0  # pages fetched but not stored: their write failed (a full disk, say)
 
     @property
     def hit_ratio(self) -> float:

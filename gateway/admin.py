@@ -178,6 +178,7 @@ async def cache_stats(request: Request, svc: Services, payload: Any) -> Response
             "bytes_from_ufs": st.bytes_from_ufs,
             "evictions": {str(reason): n for reason, n in st.evictions.items()},
             "metadata_entries": st.metadata_entries,
+            "page_write_failures": st.page_write_failures,
         }
     )
 

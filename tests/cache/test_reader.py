@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import random
 
@@ -607,6 +609,30 @@ async def test_a_fill_runs_ahead_of_a_stalled_disk_by_the_write_buffer(env: Env,
     assert got == data
     await cache.drain()
     assert cache.stats().pages == 32 and cache.store.not_stored == 0
+
+
+async def test_failed_page_writes_serve_every_byte_count_and_log_one_line(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache disk that fails every write (full, read-only, broken): reads get every byte from the
+    fill, the failures are counted in the stats, and the log gets one line, not one per page."""
+    data = env.put("obj", payload(64 * PAGE))
+    cache = await env.cache(max_merge=64)
+
+    def failing(key: PageKey, page: bytes, meta: PageMeta) -> asyncio.Future[bool]:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        fut.set_exception(OSError(errno.ENOSPC, "No space left on device"))
+        return fut
+
+    cache.store.write_soon = failing  # type: ignore[method-assign]
+    info = await cache.stat(env.src, "obj")
+    with caplog.at_level(logging.WARNING, logger="cache.fill"):
+        got, _ = await read_all(cache, env.src, info)
+        await cache.drain()
+    assert got == data
+    assert cache.stats().page_write_failures == 64 and cache.stats().pages == 0
+    [line] = [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()]
+    assert "No space left on device" in line and "(failed page writes since the last such line: 1)" in line
 
 
 @pytest.mark.parametrize("seed", range(20))
