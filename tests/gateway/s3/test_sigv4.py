@@ -710,6 +710,13 @@ def test_canonical_path(raw: str, canonical: str) -> None:
 def test_canonical_query() -> None:
     assert sigv4.canonical_query("b=2&a=1&a=0&uploads&c=x+y%2a") == "a=0&a=1&b=2&c=x%20y%2A&uploads="
     assert sigv4.canonical_query("X-Amz-Signature=f&a=1", exclude="X-Amz-Signature") == "a=1"
+    # The excluded name is matched decoded, however it was encoded; other names are kept.
+    assert sigv4.canonical_query("X-Amz-Signatur%65=f&a=1", exclude="X-Amz-Signature") == "a=1"
+    assert (
+        sigv4.canonical_query("X-Amz-Signature+=f&a=1", exclude="X-Amz-Signature")
+        == "X-Amz-Signature%20=f&a=1"
+    )
+    assert sigv4.canonical_query("X-Amz-Signaturf=f", exclude="X-Amz-Signature") == "X-Amz-Signaturf=f"
 
 
 def hand_signed(
