@@ -389,8 +389,10 @@ class PageIndex:
         with self.transaction() as txn:
             txn.set_setting(key, value)
 
-    def totals(self) -> tuple[int, int]:
-        row = self._con().execute("SELECT bytes, pages FROM totals WHERE id = 0").fetchone()
+    def totals(self, *, nowait: bool = False) -> tuple[int, int]:
+        """(bytes, pages) of every page, by every process. `nowait` as for `get_object`."""
+        con = self._nowait_con() if nowait else self._con()
+        row = con.execute("SELECT bytes, pages FROM totals WHERE id = 0").fetchone()
         return int(row[0]), int(row[1])
 
     def quota_used(self, owner: str) -> int:

@@ -506,7 +506,9 @@ class ObjectCache(Filler):
         return await self.store.drop_prefix(src.mount_id, prefix, EvictionReason.FREE)
 
     def stats(self) -> CacheStats:
+        """This process's counters; `used` and `pages` of the whole cache, read from the index."""
         store = self.store
+        store.refresh_totals()
         return CacheStats(
             capacity=store.capacity,
             reserved=store.reserved,

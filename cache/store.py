@@ -226,6 +226,13 @@ class PageStore:
     def _refresh(self, txn: Txn | None = None) -> None:
         self.used, self.pages = txn.totals() if txn is not None else self.index.totals()
 
+    def refresh_totals(self) -> None:
+        """`used` and `pages` from the index now, on the calling thread (one row; a read SQLite
+        would have to wait for keeps the last ones). A process's own are otherwise refreshed by
+        its own writes only, and the other worker processes sharing the cache write too."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.used, self.pages = self.index.totals(nowait=True)
+
     # -- start-up
 
     def _open_sync(self, policy: Policy | None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.metrics import MetricWrapperBase
@@ -47,6 +48,21 @@ _LATENCY_BUCKETS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class CacheCounts:
+    hits: int
+    misses: int
+    bytes_from_cache: int
+    bytes_from_ufs: int
+    evictions: dict[EvictionReason, int]
+    page_write_failures: int
+
+    @property
+    def hit_ratio(self) -> float:
+        served = self.hits + self.misses
+        return self.hits / served if served else 0.0
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -75,6 +91,11 @@ class Metrics:
         )
         self.evictions = Counter(
             "hoard_cache_evictions", "Pages evicted, by reason.", ["reason"], registry=reg
+        )
+        self.write_failures = Counter(
+            "hoard_cache_page_write_failures",
+            "Pages fetched but not stored: their write failed (a full or failing disk).",
+            registry=reg,
         )
         # The same numbers in every worker (the shared index's totals): the latest one set wins.
         self.cache_used = Gauge(
@@ -135,6 +156,32 @@ class Metrics:
             hist = self._durations[operation] = self.duration.labels(operation)
         hist.observe(seconds)
 
+    def cache_counts(self) -> CacheCounts:
+        """The cache's counters summed over every worker process, as a scrape reports them: this
+        worker's as of now, the others' as of their last sync (at most SYNC_INTERVAL ago). A
+        worker's own CacheStats count only the requests that worker served."""
+        self.sync()
+        registry = self.registry
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        totals: dict[tuple[str, str], float] = {}
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name.startswith("hoard_cache_") and sample.name.endswith("_total"):
+                    label = next(iter(sample.labels.values()), "")  # these have one label at most
+                    totals[(sample.name, label)] = totals.get((sample.name, label), 0.0) + sample.value
+        return CacheCounts(
+            hits=int(totals.get(("hoard_cache_hits_total", ""), 0)),
+            misses=int(totals.get(("hoard_cache_misses_total", ""), 0)),
+            bytes_from_cache=int(totals.get(("hoard_cache_bytes_read_total", "cache"), 0)),
+            bytes_from_ufs=int(totals.get(("hoard_cache_bytes_read_total", "ufs"), 0)),
+            evictions={
+                r: int(totals.get(("hoard_cache_evictions_total", r.value), 0)) for r in EvictionReason
+            },
+            page_write_failures=int(totals.get(("hoard_cache_page_write_failures_total", ""), 0)),
+        )
+
     def watch_cache(self, cache: ObjectCache) -> None:
         self._cache = cache
 
@@ -171,6 +218,7 @@ class Metrics:
             self._add(self.cache_bytes, ("ufs",), st.bytes_from_ufs)
             for reason in EvictionReason:
                 self._add(self.evictions, (reason.value,), st.evictions.get(reason, 0))
+            self._add(self.write_failures, (), st.page_write_failures)
             self.cache_used.set(st.used)
             self.cache_capacity.set(st.capacity)
             self.cache_pages.set(st.pages)

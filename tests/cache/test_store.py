@@ -434,6 +434,11 @@ async def test_two_stores_share_one_directory(tmp_path: Path) -> None:
     stored = [await a.read(key(f"k{i}"), P) for i in range(40)]
     assert all(d is None or d == bytes([i]) * P for i, d in enumerate(stored))
     assert sum(d is not None for d in stored) == a.pages
+    # Only one of them writes now: the other sees the new totals when it asks the index.
+    assert await a.write(key("late"), b"l" * (P // 2), meta())  # a smaller page: `used` changes
+    assert (a.used, a.pages) != (b.used, b.pages)
+    b.refresh_totals()
+    assert (a.used, a.pages) == (b.used, b.pages)
     await a.aclose()
     await b.aclose()
 

@@ -1,6 +1,6 @@
 """Worker processes, each with a listening socket of its own (gateway/workers.py): a burst of new
-connections is spread over the workers, and a killed worker's connections wait for its
-replacement instead of failing."""
+connections is spread over the workers, a killed worker's connections wait for its replacement
+instead of failing, and the cache's stats are the whole gateway's whichever worker answers."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import signal
 import socket
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Gateway, start_gateway
+from gateway.cli import AdminClient
+from tests.e2e.cache_env import wait_until
+from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, Gateway, start_gateway
 from tests.servers import wait_workers
 
 
@@ -78,5 +81,41 @@ def test_a_killed_workers_connections_wait_for_its_replacement(tmp_path: Path) -
             assert got.status_code == 200 and got.content == body
         workers = wait_workers(f"{gw.endpoint}/_hoard/ready", 2)
         assert survivor in workers and victim not in workers
+    finally:
+        gw.stop()
+
+
+def test_cache_stats_add_up_every_workers_reads_whichever_worker_answers(tmp_path: Path) -> None:
+    """20 reads on 20 connections (so both workers serve some; all on one is a 2^-19 chance) of
+    10 one-page objects: every answer of the admin API, from either worker, counts all 20 pages
+    and all 10 stored. Before, each worker answered with the reads it had served itself."""
+    gw = start_gateway(tmp_path, extra={"server": {"workers": 2}})
+    try:
+        wait_workers(f"{gw.endpoint}/_hoard/ready", 2)
+        s3 = gw.client()
+        s3.create_bucket(Bucket="stats")
+        bodies = {f"o{i}": os.urandom(50_000 + i) for i in range(10)}
+        for key, body in bodies.items():
+            s3.put_object(Bucket="stats", Key=key, Body=body)
+        urls = {
+            k: s3.generate_presigned_url("get_object", Params={"Bucket": "stats", "Key": k}) for k in bodies
+        }
+        for _ in range(2):
+            for key, url in urls.items():
+                got = httpx.get(url, timeout=30.0)  # a fresh connection each
+                assert got.status_code == 200 and got.content == bodies[key]
+        total = sum(len(b) for b in bodies.values())
+
+        def stats() -> dict[str, Any]:
+            with AdminClient(gw.endpoint, ACCESS_KEY, SECRET_KEY) as admin:  # a fresh connection
+                result: dict[str, Any] = admin.cache_stats()
+            return result
+
+        wait_until(lambda: stats()["hits"] + stats()["misses"] == 20, "every worker's counts")
+        for _ in range(8):
+            st = stats()
+            assert st["hits"] + st["misses"] == 20 and st["misses"] >= 10, st
+            assert st["bytes_from_cache"] + st["bytes_from_ufs"] == 2 * total, st
+            assert st["pages"] == 10 and st["used"] > total, st
     finally:
         gw.stop()
