@@ -161,12 +161,8 @@ class Metrics:
         worker's as of now, the others' as of their last sync (at most SYNC_INTERVAL ago). A
         worker's own CacheStats count only the requests that worker served."""
         self.sync()
-        registry = self.registry
-        if self.multiprocess:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         totals: dict[tuple[str, str], float] = {}
-        for family in registry.collect():
+        for family in self._every_worker().collect():
             for sample in family.samples:
                 if sample.name.startswith("hoard_cache_") and sample.name.endswith("_total"):
                     label = next(iter(sample.labels.values()), "")  # these have one label at most
@@ -190,11 +186,15 @@ class Metrics:
 
     def render(self) -> bytes:
         self.sync()
+        return generate_latest(self._every_worker())
+
+    def _every_worker(self) -> CollectorRegistry:
+        """Every worker's metrics, added up (multiprocess mode), or this process's own."""
         if not self.multiprocess:
-            return generate_latest(self.registry)
+            return self.registry
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        return registry
 
     async def run(self) -> None:
         """Copy the counters every SYNC_INTERVAL, so other workers' scrapes see them (cancel to stop)."""
