@@ -38,6 +38,14 @@ def listen(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` sockets bound to (host, port) with SO_REUSEPORT, inheritable (for the workers).
     Port 0: the port the kernel picks for the first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # SO_REUSEPORT lets every process of this user bind the port: a second gateway started on it
+    # would silently take half of the new connections. A socket without it cannot bind a port
+    # anyone holds, so one is bound (and closed) first: a port in use is refused, as uvicorn's
+    # own bind refuses it.
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):

@@ -27,8 +27,10 @@ def test_listen_binds_every_socket_to_one_port(sockets: list[socket.socket]) -> 
     assert all(s.get_inheritable() for s in sockets)
 
 
-def test_listen_refuses_a_port_another_server_holds() -> None:
+@pytest.mark.parametrize("reuseport", [False, True])  # True: another gateway's worker sockets
+def test_listen_refuses_a_port_another_server_holds(reuseport: bool) -> None:
     with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuseport))
         other.bind(("127.0.0.1", 0))
         other.listen()
         with pytest.raises(OSError):
