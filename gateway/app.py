@@ -105,7 +105,11 @@ class HoardApp:
         async with contextlib.AsyncExitStack() as stack:
             ufs = UfsStack(self.config.ufs)
             mounts = await MountTable.open(
-                self.config.mounts, self.config.metastore.dir, opener=ufs.open, wrap=ufs.wrap
+                self.config.mounts,
+                self.config.metastore.dir,
+                opener=ufs.open,
+                wrap=ufs.wrap,
+                private=self.config.private_dirs,
             )
             stack.push_async_callback(mounts.aclose)
             cache = await ObjectCache.open(cache_settings(self.config.cache))

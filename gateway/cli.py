@@ -185,6 +185,7 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from gateway import workers
 
     config = build_config(args, environ)
+    config.check_private_dirs()
     _ensure_default_root(config)
     _writable_dirs(config)
     print(startup_block(config), flush=True)

@@ -26,6 +26,7 @@ import yaml
 from gateway.values import (
     absolute_path,
     check_mount_path,
+    exposed,
     normalize_uri,
     parse_duration,
     parse_rate,
@@ -175,6 +176,23 @@ class Config:
     cluster: ClusterConfig
     metastore: MetastoreConfig
     ufs: Limits = Limits()  # global: one budget shared by every mount, default timeouts and retries
+
+    @property
+    def private_dirs(self) -> dict[str, Path]:
+        """The gateway's own directories, by key: no local mount may serve them to S3 clients
+        (the metastore holds the UFS credentials of runtime mounts)."""
+        return {"cache.dir": self.cache.dir, "metastore.dir": self.metastore.dir}
+
+    def check_private_dirs(self) -> None:
+        """ConfigError if a local mount would serve one of `private_dirs`."""
+        for mount in self.mounts:
+            key = exposed(self.private_dirs, mount.uri)
+            if key is not None:
+                raise ConfigError(
+                    key,
+                    f"{show(str(self.private_dirs[key]))} is inside the mount {mount.path} ({mount.uri}) "
+                    "or holds it, where S3 clients could read and change it; put it elsewhere",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as JSON-ready data; `from_dict` reads it back to an equal Config."""

@@ -36,7 +36,7 @@ import anyio.to_thread
 
 from cache.keys import Source
 from gateway.config import ConfigError, Limits, MountConfig, parse_mounts
-from gateway.values import check_mount_path, normalize_uri
+from gateway.values import check_mount_path, exposed, normalize_uri
 from ufs_adapters.base import NotSupported, UfsAdapter, UfsError
 from ufs_adapters.registry import Opener, normalize_options, open_adapter
 
@@ -166,8 +166,11 @@ class MountTable:
         opener: Opener | None = None,
         scratch_dir: Path | None = None,
         wrap: Wrap | None = None,
+        private: Mapping[str, Path] | None = None,
     ) -> None:
         self._state_dir = state_dir
+        # The gateway's own directories (name -> path), which no runtime mount may serve.
+        self._private: Mapping[str, Path] = private or {"metastore.dir": state_dir}
         self._scratch_dir = scratch_dir or state_dir / "ufs"
         self._opener: Opener = opener or open_adapter
         self._wrap = wrap
@@ -235,6 +238,7 @@ class MountTable:
         opener: Opener | None = None,
         scratch_dir: Path | None = None,
         wrap: Wrap | None = None,
+        private: Mapping[str, Path] | None = None,
     ) -> MountTable:
         """Open the config mounts (failure is fatal) and the persisted runtime mounts (a failure is
         logged and that mount skipped, so one bad UFS cannot keep the gateway down).
@@ -242,8 +246,10 @@ class MountTable:
         `state_dir` holds mounts.json. Each adapter gets `<scratch_dir>/<mount id>` as its own
         scratch space (the S3 adapter spools upload parts there); default `<state_dir>/ufs`.
         `opener` replaces `ufs_adapters.registry.open_adapter` (tests); `wrap(adapter, limits)` puts
-        the cross-cutting wrappers (limiter, retries, metrics) around each opened adapter."""
-        table = cls(state_dir, opener=opener, scratch_dir=scratch_dir, wrap=wrap)
+        the cross-cutting wrappers (limiter, retries, metrics) around each opened adapter.
+        `private`: the gateway's own directories, by config key, that `add` refuses to serve
+        (default: `state_dir`)."""
+        table = cls(state_dir, opener=opener, scratch_dir=scratch_dir, wrap=wrap, private=private)
         table._config_paths = frozenset(m.path for m in config_mounts)
         opened: dict[str, Mount] = {}
         try:
@@ -270,6 +276,11 @@ class MountTable:
             raise MountError(str(exc)) from None
         if path == "/":
             raise MountError("'/': the root mount is set in the config file (mounts: - path: /)")
+        key = exposed(self._private, uri)
+        if key is not None:
+            raise MountError(
+                f"{uri} would serve the gateway's own {key} ({self._private[key]}) to S3 clients"
+            )
         await self.reload_if_changed()
         if path in self._index.by_path:
             raise MountError(f"{path!r} is already mounted ({self._index.by_path[path].uri})")

@@ -146,6 +146,27 @@ def normalize_uri(uri: object) -> str:
     return file_uri(unquote(rest))
 
 
+def local_dir(uri: str) -> Path | None:
+    """The directory (its real path) of a `file://` URI as normalize_uri writes it; None for other
+    schemes."""
+    if not uri.startswith("file://"):
+        return None
+    return Path(os.path.realpath(unquote(uri[len("file://") :])))
+
+
+def exposed(private: Mapping[str, Path], uri: str) -> str | None:
+    """The name of the first of `private` (name -> directory) that a mount of `uri` would serve to
+    S3 clients: the mount's directory is it, holds it, or lies inside it."""
+    root = local_dir(uri)
+    if root is None:
+        return None
+    for name, path in private.items():
+        real = Path(os.path.realpath(path))
+        if real == root or root in real.parents or real in root.parents:
+            return name
+    return None
+
+
 def file_uri(path: str | Path) -> str:
     """`file:///abs/path` for a local directory, percent-encoded where needed (`a b` -> `a%20b`)."""
     return absolute_path(path).as_uri()

@@ -145,6 +145,32 @@ def test_the_directories_are_made_and_left_as_they_were(
     assert list((tmp_path / "new" / "cache").iterdir()) == []  # the probe file is gone
 
 
+@pytest.mark.parametrize(
+    ("argv", "key", "private"),
+    [
+        (["--root", "{t}", "--cache-dir", "{t}/cache"], "cache.dir", "{t}/cache"),
+        (["--root", "{t}/data", "--cache-dir", "{t}/data/x/cache"], "cache.dir", "{t}/data/x/cache"),
+        (["--mount", "/m={t}/meta/sub"], "metastore.dir", "{t}/meta"),  # a mount inside it
+    ],
+)
+def test_a_mount_that_would_serve_the_gateways_own_directories_exits_2(
+    argv: list[str],
+    key: str,
+    private: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("uvicorn.run", _never)
+    monkeypatch.setattr("gateway.workers.run", _never)
+    monkeypatch.setenv("HOARD_METASTORE__DIR", str(tmp_path / "meta"))
+    assert cli.main(["serve", *(a.format(t=tmp_path) for a in argv)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"config error: {key}: '{private.format(t=tmp_path)}' is inside the mount ")
+    assert err.endswith("where S3 clients could read and change it; put it elsewhere\n")
+
+
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("no server may be started")
 

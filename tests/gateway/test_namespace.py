@@ -238,6 +238,24 @@ async def test_add_refuses_to_hide_a_directory(tmp_path: Path) -> None:
     assert (await table.add("/s3/other", "fake://x", {})).path == "/s3/other"
 
 
+async def test_add_refuses_to_serve_the_gateways_own_directories(tmp_path: Path) -> None:
+    """A local mount of the metastore (runtime mounts' UFS credentials) or the cache, of a
+    directory holding them, or of one inside them, would hand them to S3 clients."""
+    private = {"cache.dir": tmp_path / "gw" / "cache", "metastore.dir": tmp_path / "gw" / "meta"}
+    table = await MountTable.open(CONFIG, private["metastore.dir"], opener=FakeOpener(), private=private)
+    for uri, key in [
+        (file_uri(tmp_path / "gw"), "cache.dir"),
+        (file_uri(tmp_path), "cache.dir"),
+        (file_uri(tmp_path / "gw" / "meta"), "metastore.dir"),
+        (file_uri(tmp_path / "gw" / "cache" / "pages"), "cache.dir"),
+    ]:
+        with pytest.raises(MountError, match=f"would serve the gateway's own {key} "):
+            await table.add("/new", uri, {})
+    assert table.get("/new") is None
+    (tmp_path / "gw" / "data").mkdir()
+    assert (await table.add("/new", file_uri(tmp_path / "gw" / "data"), {})).path == "/new"
+
+
 async def test_add_persist_remove_and_restart(tmp_path: Path) -> None:
     opener = FakeOpener()
     table = await MountTable.open(CONFIG, tmp_path, opener=opener)
