@@ -77,6 +77,13 @@ def test_mount_flag_replaces_the_config_mount(tmp_path: Path) -> None:
     assert c.mounts == (MountConfig("/", "file:///srv"), MountConfig("/s3", "s3://new"))
 
 
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hoard serve` must stop before it starts a server."""
+    monkeypatch.setattr("uvicorn.run", _never)
+    monkeypatch.setattr("gateway.workers.run", _never)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -89,10 +96,8 @@ def test_mount_flag_replaces_the_config_mount(tmp_path: Path) -> None:
     ],
 )
 def test_bad_config_exits_2_with_one_line(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], no_server: None
 ) -> None:
-    monkeypatch.setattr("uvicorn.run", _never)
-    monkeypatch.setattr("gateway.workers.run", _never)
     assert cli.main(["serve", *argv]) == 2
     out, err = capsys.readouterr()
     assert out == ""
@@ -100,9 +105,9 @@ def test_bad_config_exits_2_with_one_line(
     assert message in err
 
 
-def test_bad_env_config_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("uvicorn.run", _never)
-    monkeypatch.setattr("gateway.workers.run", _never)
+def test_bad_env_config_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_server: None
+) -> None:
     monkeypatch.setenv("HOARD_SERVER__PORT", "http")
     assert cli.main(["serve"]) == 2
     assert (
@@ -122,9 +127,8 @@ def test_a_directory_that_cannot_be_written_exits_2_before_the_banner(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    no_server: None,
 ) -> None:
-    monkeypatch.setattr("uvicorn.run", _never)
-    monkeypatch.setattr("gateway.workers.run", _never)
     (tmp_path / "a-file").write_text("not a directory")
     unusable = tmp_path / "a-file" / "dir"
     if env is not None:
@@ -160,9 +164,8 @@ def test_a_mount_that_would_serve_the_gateways_own_directories_exits_2(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    no_server: None,
 ) -> None:
-    monkeypatch.setattr("uvicorn.run", _never)
-    monkeypatch.setattr("gateway.workers.run", _never)
     monkeypatch.setenv("HOARD_METASTORE__DIR", str(tmp_path / "meta"))
     assert cli.main(["serve", *(a.format(t=tmp_path) for a in argv)]) == 2
     out, err = capsys.readouterr()
