@@ -166,22 +166,21 @@ async def free(request: Request, svc: Services, payload: Any) -> Response:
 async def cache_stats(request: Request, svc: Services, payload: Any) -> Response:
     """The whole cache: sizes from the shared index, counters summed over every worker (one
     worker's own would depend on which worker answered); metadata entries are this worker's."""
-    st = svc.cache.stats()
-    counts = svc.metrics.cache_counts()
+    st = svc.metrics.cache_stats()
     return JSONResponse(
         {
             "capacity": st.capacity,
             "reserved": st.reserved,
             "used": st.used,
             "pages": st.pages,
-            "hits": counts.hits,
-            "misses": counts.misses,
-            "hit_ratio": counts.hit_ratio,
-            "bytes_from_cache": counts.bytes_from_cache,
-            "bytes_from_ufs": counts.bytes_from_ufs,
-            "evictions": {str(reason): n for reason, n in counts.evictions.items()},
+            "hits": st.hits,
+            "misses": st.misses,
+            "hit_ratio": st.hit_ratio,
+            "bytes_from_cache": st.bytes_from_cache,
+            "bytes_from_ufs": st.bytes_from_ufs,
+            "evictions": {str(reason): n for reason, n in st.evictions.items()},
             "metadata_entries": st.metadata_entries,
-            "page_write_failures": counts.page_write_failures,
+            "page_write_failures": st.page_write_failures,
         }
     )
 

@@ -14,16 +14,16 @@ one locked increment rather than prometheus_client's label parsing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from cache.reader import ObjectCache
-from cache.stats import EvictionReason
+from cache.stats import CacheStats, EvictionReason
 from gateway.namespace import MountTable
 from gateway.ufs import mount_stats
 
@@ -46,21 +46,6 @@ _LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CacheCounts:
-    hits: int
-    misses: int
-    bytes_from_cache: int
-    bytes_from_ufs: int
-    evictions: dict[EvictionReason, int]
-    page_write_failures: int
-
-    @property
-    def hit_ratio(self) -> float:
-        served = self.hits + self.misses
-        return self.hits / served if served else 0.0
 
 
 class Metrics:
@@ -156,10 +141,12 @@ class Metrics:
             hist = self._durations[operation] = self.duration.labels(operation)
         hist.observe(seconds)
 
-    def cache_counts(self) -> CacheCounts:
-        """The cache's counters summed over every worker process, as a scrape reports them: this
-        worker's as of now, the others' as of their last sync (at most SYNC_INTERVAL ago). A
-        worker's own CacheStats count only the requests that worker served."""
+    def cache_stats(self) -> CacheStats:
+        """The watched cache's stats with its counters summed over every worker process, as a
+        scrape reports them: this worker's as of now, the others' as of their last sync (at most
+        SYNC_INTERVAL ago). A worker's own CacheStats count only the requests it served."""
+        assert self._cache is not None, "watch_cache first"
+        own = self._cache.stats()
         self.sync()
         totals: dict[tuple[str, str], float] = {}
         for family in self._every_worker().collect():
@@ -167,15 +154,18 @@ class Metrics:
                 if sample.name.startswith("hoard_cache_") and sample.name.endswith("_total"):
                     label = next(iter(sample.labels.values()), "")  # these have one label at most
                     totals[(sample.name, label)] = totals.get((sample.name, label), 0.0) + sample.value
-        return CacheCounts(
-            hits=int(totals.get(("hoard_cache_hits_total", ""), 0)),
-            misses=int(totals.get(("hoard_cache_misses_total", ""), 0)),
-            bytes_from_cache=int(totals.get(("hoard_cache_bytes_read_total", "cache"), 0)),
-            bytes_from_ufs=int(totals.get(("hoard_cache_bytes_read_total", "ufs"), 0)),
-            evictions={
-                r: int(totals.get(("hoard_cache_evictions_total", r.value), 0)) for r in EvictionReason
-            },
-            page_write_failures=int(totals.get(("hoard_cache_page_write_failures_total", ""), 0)),
+
+        def total(name: str, label: str = "") -> int:
+            return int(totals.get((f"hoard_cache_{name}_total", label), 0))
+
+        return dataclasses.replace(
+            own,
+            hits=total("hits"),
+            misses=total("misses"),
+            bytes_from_cache=total("bytes_read", "cache"),
+            bytes_from_ufs=total("bytes_read", "ufs"),
+            evictions={r: total("evictions", r.value) for r in EvictionReason},
+            page_write_failures=total("page_write_failures"),
         )
 
     def watch_cache(self, cache: ObjectCache) -> None:
