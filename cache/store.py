@@ -487,11 +487,12 @@ class PageStore:
                 break
             except OSError as exc:
                 # The file system is full before the cache is (other files on it, or a size
-                # above what it holds): make room as the capacity would and write again (other
-                # writers may take the room first). Without this the pages on disk stayed and no
-                # new one was ever stored.
+                # above what it holds): make room as the capacity would and write again. Without
+                # this the pages on disk stayed and no new one was ever stored. Room for more
+                # than this page, more each time: other writers and the index's own log (the
+                # eviction's commit) take some of what an eviction frees.
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                if not full or attempt == FULL_DISK_TRIES or not self._free_disk(size, now):
+                if not full or attempt == FULL_DISK_TRIES or not self._free_disk(size * (attempt + 1), now):
                     raise
         return _Pending(key, tmp, size, meta, now)
 

@@ -204,11 +204,12 @@ async def test_a_full_file_system_makes_room_as_the_capacity_would(
     assert await store.write(key("high"), b"h" * P, meta(priority=Priority.HIGH))
     for i in range(30):
         assert await store.write(key(f"k{i}"), bytes([i]) * P, meta()), i
-    assert disk.refused == 21  # every write past the tenth page, once
-    assert store.evictions[EvictionReason.CAPACITY] == 21 and store.pages == 10
+    # Past the tenth page every other write is refused: each refusal makes room for two pages.
+    assert disk.refused == 11
+    assert store.evictions[EvictionReason.CAPACITY] == 22 and store.pages == 9
     assert await store.read(key("high"), P) == b"h" * P
-    assert [await store.read(key(f"k{i}"), P) for i in range(30)] == [None] * 21 + [
-        bytes([i]) * P for i in range(21, 30)
+    assert [await store.read(key(f"k{i}"), P) for i in range(30)] == [None] * 22 + [
+        bytes([i]) * P for i in range(22, 30)
     ]
     await store.aclose()
 
