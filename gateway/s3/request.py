@@ -83,6 +83,8 @@ def parse_range(header: str | None, size: int, resource: str) -> ByteRange | Non
         n = int(last)
         if n == 0:
             raise _unsatisfiable(size, resource)
+        if size == 0:
+            return None  # the whole of an empty object, as moto answers (206 would say "bytes 0--1/0")
         return ByteRange(max(0, size - n), size)
     start = int(first)
     end = size if not last else min(int(last) + 1, size)

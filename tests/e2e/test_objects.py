@@ -54,6 +54,14 @@ def test_zero_byte_object(target: Target) -> None:
     key = _key("empty")
     s3.put_object(Bucket=target.bucket, Key=key, Body=b"")
     assert s3.get_object(Bucket=target.bucket, Key=key)["Body"].read() == b""
+    # The last bytes of nothing: the whole (empty) object, as moto answers; a first byte: none.
+    tail = s3.get_object(Bucket=target.bucket, Key=key, Range="bytes=-5")
+    assert tail["ResponseMetadata"]["HTTPStatusCode"] == 200 and "ContentRange" not in tail
+    assert tail["Body"].read() == b""
+    for rng in ("bytes=0-0", "bytes=0-"):
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket=target.bucket, Key=key, Range=rng)
+        assert _code(exc) == ("InvalidRange", 416)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ R = "/b/k"
         ("bytes=9-0", 100, None),  # invalid: ignored
         ("items=0-1", 100, None),
         ("bytes=0-1,5-6", 100, None),
+        ("bytes=-5", 0, None),  # the last 5 bytes of an empty object: all of it, a 200
         (None, 100, None),
     ],
 )
