@@ -65,6 +65,11 @@ class S3Request:
         """The endpoint installs the decoder chain after authentication."""
         self._stream_factory = factory
 
+    @property
+    def body_started(self) -> bool:
+        """Whether a handler has started reading the body (and so asked the client for it)."""
+        return self._body_consumed
+
     def content_length(self) -> int | None:
         """The payload length: x-amz-decoded-content-length for aws-chunked bodies."""
         raw = self.headers.get("x-amz-decoded-content-length") or self.headers.get("content-length")

@@ -53,6 +53,7 @@ class S3Endpoint:
         method: str = scope["method"]
         resource = "/"
         status = 500
+        req: S3Request | None = None
         response: S3Response | None = None
         try:
             req = self._parse(scope, receive, request_id)
@@ -82,6 +83,8 @@ class S3Endpoint:
                 # client sees a short body and never wrong bytes.
                 log.warning("aborting %s %s (request %s) mid-response: %r", method, resource, request_id, exc)
                 raise
+            if _body_held_back(scope, req):
+                extra.append((b"connection", b"close"))
             await _send_error(send, err, request_id, extra, method == "HEAD")
         finally:
             self.svc.metrics.observe(op_name, status, time.perf_counter() - started)
@@ -108,6 +111,18 @@ class S3Endpoint:
         except (UnicodeDecodeError, ValueError):
             raise S3Error(errors.INVALID_URI) from None
         return S3Request(scope, receive, scope["method"], bucket, key, query, headers, request_id)
+
+
+def _body_held_back(scope: Mapping[str, Any], req: S3Request | None) -> bool:
+    """Whether the client still holds the body back: it sent `Expect: 100-continue` and waits for
+    the 100 Continue that uvicorn writes at the first receive(), which this request never made.
+    botocore then keeps the connection without sending the body, and uvicorn, still expecting it,
+    read the client's next request as that body (a 400 without a body, or a hang until the
+    client's timeout). So the answer closes the connection (RFC 9110, 10.1.1)."""
+    if req is not None and req.body_started:
+        return False
+    headers = req.headers if req is not None else header_dict(scope["headers"])
+    return headers.get("expect", "").lower() == "100-continue"
 
 
 def _raw_path(scope: Mapping[str, Any]) -> str:

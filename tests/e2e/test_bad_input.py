@@ -15,6 +15,7 @@ import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -323,3 +324,21 @@ def test_unknown_admin_paths_answer_s3_errors(gw: Gateway) -> None:
     _assert_s3_error(r, "NoSuchKey", 404)
     r = httpx.put(gw.endpoint + "/_hoard/health")
     _assert_s3_error(r, "MethodNotAllowed", 405)
+
+
+def test_an_error_before_the_body_leaves_the_connection_usable(gw: Gateway) -> None:
+    """boto3 sends a PUT's body only after a 100 Continue. An error answered before the body was
+    asked for must close the connection: the next request on it was read as that body (a 400
+    without an S3 error, or a hang until the client's timeout)."""
+    s3 = gw.client(read_timeout=10)
+    for body in (b"x", os.urandom(100_000)):
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket="victim", Key="k" * 1100, Body=body)
+        assert exc.value.response["Error"]["Code"] == "KeyTooLongError"
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket="no-such-bucket", Key="k", Body=body)
+        assert exc.value.response["Error"]["Code"] == "NoSuchBucket"
+        assert s3.get_object(Bucket="victim", Key="keep")["Body"].read() == b"keep"
+    # Asked for and sent, the body is read as usual, and the connection stays open.
+    r = signed(gw, "PUT", "/victim/sent", b"abc", headers={"Expect": "100-continue"})
+    assert r.status_code == 200 and "close" not in r.headers.get("connection", "")
