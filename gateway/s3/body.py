@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from gateway.s3 import errors
 from gateway.s3.checksums import BodyVerifier
 from gateway.s3.chunked import decode, decoder_for
-from gateway.s3.context import Receive, S3Request
+from gateway.s3.context import S3Request
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import AuthResult
 
@@ -25,14 +25,15 @@ def body_stream(
     return lambda: _verified(req, auth, object_checksum)
 
 
-async def _received(receive: Receive, resource: str) -> AsyncIterator[bytes]:
+async def _received(req: S3Request) -> AsyncIterator[bytes]:
+    req.body_asked = True  # uvicorn answers an Expect: 100-continue at the first receive()
     while True:
-        message = await receive()
+        message = await req.receive()
         if message["type"] == "http.disconnect":
             raise S3Error(
                 errors.INCOMPLETE_BODY,
                 "The client disconnected before the body was complete.",
-                resource=resource,
+                resource=req.resource,
             )
         body = message.get("body", b"")
         if body:
@@ -45,7 +46,7 @@ async def _verified(req: S3Request, auth: AuthResult, object_checksum: bool) -> 
     decoder = decoder_for(auth, req.headers)
     verifier = BodyVerifier(req.headers, auth.payload_hash, object_checksum=object_checksum, md5=False)
     req.verifier = verifier
-    raw = _received(req.receive, req.resource)
+    raw = _received(req)
     source = decode(raw, decoder) if decoder is not None else raw
     # One chunk is held back until the stream has ended and verified, so even a consumer that stops
     # reading once it has `size` bytes cannot receive the whole of a body that fails verification.

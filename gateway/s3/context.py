@@ -25,6 +25,7 @@ class S3Request:
     __slots__ = (
         "_body_consumed",
         "_stream_factory",
+        "body_asked",
         "bucket",
         "headers",
         "key",
@@ -58,17 +59,13 @@ class S3Request:
         self.request_id = request_id
         self.resource = f"/{bucket}/{key}" if key else f"/{bucket}" if bucket else "/"
         self._body_consumed = False
+        self.body_asked = False  # receive() called: the client was told to send the body
         self._stream_factory: Any = None
         self.verifier: BodyVerifier | None = None  # set once the body is read
 
     def set_body_stream(self, factory: Any) -> None:
         """The endpoint installs the decoder chain after authentication."""
         self._stream_factory = factory
-
-    @property
-    def body_started(self) -> bool:
-        """Whether a handler has started reading the body (and so asked the client for it)."""
-        return self._body_consumed
 
     def content_length(self) -> int | None:
         """The payload length: x-amz-decoded-content-length for aws-chunked bodies."""

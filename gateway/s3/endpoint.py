@@ -119,7 +119,7 @@ def _body_held_back(scope: Mapping[str, Any], req: S3Request | None) -> bool:
     botocore then keeps the connection without sending the body, and uvicorn, still expecting it,
     read the client's next request as that body (a 400 without a body, or a hang until the
     client's timeout). So the answer closes the connection (RFC 9110, 10.1.1)."""
-    if req is not None and req.body_started:
+    if req is not None and req.body_asked:
         return False
     headers = req.headers if req is not None else header_dict(scope["headers"])
     return headers.get("expect", "").lower() == "100-continue"
