@@ -207,14 +207,15 @@ class S3Adapter:
             )
             signed_get = None
             if flag_option(opts, "direct_get", True) and signature_version == "s3v4":
-                signed_get = await SignedGet.open(
-                    client,
-                    bucket,
-                    verify=verify_option(opts),
-                    max_connections=max_pool_connections,
-                    connect_timeout=connect_timeout,
-                    read_timeout=read_timeout,
-                )
+                with translated(uri):  # no credentials anywhere: PermissionDenied, not a traceback
+                    signed_get = await SignedGet.open(
+                        client,
+                        bucket,
+                        verify=verify_option(opts),
+                        max_connections=max_pool_connections,
+                        connect_timeout=connect_timeout,
+                        read_timeout=read_timeout,
+                    )
                 if signed_get is not None:
                     stack.push_async_callback(signed_get.aclose)
         except BaseException:

@@ -96,6 +96,26 @@ def test_mount_add_checks_the_ufs(tmp_path: Path, moto_endpoint: str) -> None:
         gw.stop()
 
 
+def test_mount_add_without_credentials_says_so(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An S3 mount with no credentials in its options and none where the SDK looks for them: a
+    clear refusal (it was a 500 and a traceback in the log)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata (not loopback)
+    gw = start_gateway(tmp_path)
+    try:
+        out = hoard(gw, "mount", "add", "/anon", "s3://bucket/x", "--option", f"endpoint_url={moto_endpoint}")
+        assert out.returncode != 0 and "Unable to locate credentials" in out.stderr, out.stderr
+        assert "/anon" not in hoard(gw, "mount", "list").stdout
+        assert "Traceback" not in gw.log_path.read_text()
+    finally:
+        gw.stop()
+
+
 def test_health_ready_metrics(local_gateway: Gateway) -> None:
     assert httpx.get(local_gateway.endpoint + "/_hoard/health").json()["status"] == "ok"
     assert httpx.get(local_gateway.endpoint + "/_hoard/ready").status_code == 200
