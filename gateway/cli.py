@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import ssl
 import sys
 import tempfile
 import time
@@ -165,6 +166,35 @@ def _writable_dirs(config: Config) -> None:
             raise ConfigError(key, f"cannot write to {str(path)!r}: {exc.strerror}") from None
 
 
+def _openable_mounts(config: Config) -> None:
+    """Every config mount's UFS opened (and closed) once before anything starts: one that cannot
+    be is one line naming it, where each worker's start-up printed a traceback after the banner
+    (and with several workers the gateway then exited 0)."""
+    import asyncio
+
+    from gateway.namespace import MountError, MountTable
+
+    try:
+        asyncio.run(MountTable.check(config.mounts, config.metastore.dir))
+    except MountError as exc:
+        raise ConfigError("mounts", str(exc)) from None
+
+
+def _loadable_tls(config: Config) -> None:
+    """The TLS certificate and key loaded once before anything starts: a pair that cannot be
+    loaded failed every worker's start-up with a traceback, and with several workers uvicorn
+    restarted them without end."""
+    tls = config.server.tls
+    if tls is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert, tls.key)
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError(
+            "server.tls", f"cannot load {str(tls.cert)!r} with {str(tls.key)!r}: {exc}"
+        ) from None
+
+
 # prometheus_client's multiprocess directory (gateway/metrics.py); named here, not imported, so
 # that prometheus_client is first imported after it is set.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -188,6 +218,8 @@ def cmd_serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config.check_private_dirs()
     _ensure_default_root(config)
     _writable_dirs(config)
+    _loadable_tls(config)
+    _openable_mounts(config)
     print(startup_block(config), flush=True)
     # Worker processes (and the single in-process app) read the config back from here.
     os.environ[RESOLVED_CONFIG_ENV] = to_env(config)

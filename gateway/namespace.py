@@ -265,6 +265,16 @@ class MountTable:
             raise
         return table
 
+    @classmethod
+    async def check(cls, config_mounts: Sequence[MountConfig], state_dir: Path) -> None:
+        """Open and close each config mount's UFS as `open` does: MountError, naming the mount,
+        for the first that cannot be opened (no credentials anywhere, a root that does not exist,
+        a bad option). `hoard serve` checks before any worker starts."""
+        table = cls(state_dir)
+        for mc in config_mounts:
+            mount = await table._open_mount(mc, "config")
+            await _close_quietly(mount.adapter)
+
     async def add(
         self, path: str, uri: str, options: Mapping[str, str], limits: Limits | None = None
     ) -> Mount:

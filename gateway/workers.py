@@ -100,8 +100,13 @@ def run(config: uvicorn.Config, lock_dir: Path) -> None:
     # SlotProcess here (in this process only, the supervisor; tests/e2e/test_workers.py fails if a
     # uvicorn release stops making workers that way).
     multiprocess.Process = SlotProcess  # type: ignore[misc]
+    supervisor = multiprocess.Multiprocess(config, sockets=sockets)
     try:
-        multiprocess.Multiprocess(config, sockets=sockets).run()
+        supervisor.run()
     finally:
         for sock in sockets:
             sock.close()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        # uvicorn's supervisor stops when a worker fails to start, and returns as from a clean
+        # stop: the exit status must say that the gateway never started, as one worker's does.
+        raise SystemExit(STARTUP_FAILURE)

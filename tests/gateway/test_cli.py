@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
+import trustme
 import uvicorn
 
 from gateway import cli
@@ -26,6 +27,11 @@ def _cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("HOARD_", "AWS_")):
             monkeypatch.delenv(name)
+    # `serve` opens its mounts' UFS first: no credentials from this machine, no instance metadata
+    # (not loopback) looked for.
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def config_of(argv: list[str], environ: dict[str, str] | None = None) -> Config:
@@ -174,6 +180,35 @@ def test_a_mount_that_would_serve_the_gateways_own_directories_exits_2(
     assert err.endswith("where S3 clients could read and change it; put it elsewhere\n")
 
 
+def test_a_config_mount_that_cannot_be_opened_exits_2_before_the_banner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_server: None
+) -> None:
+    """An S3 mount with no credentials in its options or anywhere the SDK looks: a traceback from
+    each worker after the banner, and with two workers an exit status of 0."""
+    (tmp_path / "h.yaml").write_text(
+        "mounts: [{path: /s3, uri: 's3://b/x', options: {endpoint_url: 'http://127.0.0.1:9'}}]"
+    )
+    assert cli.main(["serve", "--config", "h.yaml", "--workers", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "config error: mounts: '/s3' (s3://b/x): PermissionDenied: s3://b/x: Unable to locate credentials\n"
+    )
+
+
+def test_a_tls_pair_that_cannot_be_loaded_exits_2_before_the_banner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_server: None
+) -> None:
+    """Each worker's start-up failed on it, and with two workers uvicorn restarted them forever."""
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    (tmp_path / "h.yaml").write_text("server: {tls: {cert: cert.pem, key: key.pem}}")
+    assert cli.main(["serve", "--config", "h.yaml", "--workers", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"config error: server.tls: cannot load '{tmp_path}/cert.pem' with ")
+
+
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("no server may be started")
 
@@ -186,6 +221,8 @@ def test_serve_runs_uvicorn(
     monkeypatch.setattr("gateway.workers.run", lambda config, slots: calls.append((config, slots)))
     monkeypatch.setenv(RESOLVED_CONFIG_ENV, "")  # restored by monkeypatch after the test
     monkeypatch.setenv(cli.MULTIPROC_ENV, "")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")  # the mount's credentials
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-environment")
     assert cli.main(["serve", "--port", "9100", "--workers", "2", "--mount", "/s3=s3://b"]) == 0
     [(config, slots)] = calls
     assert (config.app, config.factory, config.host, config.port, config.workers) == (
@@ -233,8 +270,9 @@ def test_startup_block_hides_configured_secrets(tmp_path: Path) -> None:
 
 
 def test_serve_passes_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "c.pem").write_text("c")
-    (tmp_path / "k.pem").write_text("k")
+    cert = trustme.CA().issue_cert("127.0.0.1")  # a pair that loads: serve tries it first
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
     (tmp_path / "h.yaml").write_text("server: {tls: {cert: c.pem, key: k.pem}}")
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr("uvicorn.run", lambda *a, **kw: calls.append(kw))

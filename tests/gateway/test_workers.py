@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from uvicorn.config import STARTUP_FAILURE
 
 from gateway import workers
 
@@ -50,3 +54,25 @@ def test_each_claim_takes_the_next_free_slot_then_all(sockets: list[socket.socke
     finally:
         while len(workers._held) > held:
             os.close(workers._held.pop())
+
+
+async def failing_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose start-up fails, for the supervisor test below (imported by its workers)."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "this app never starts"})
+
+
+def test_a_worker_that_fails_to_start_fails_the_gateway(tmp_path: Path) -> None:
+    """uvicorn's supervisor stops when a worker fails to start and returned as from a clean stop:
+    `hoard serve --workers 2` exited 0 when it never served."""
+    script = (
+        "import sys, uvicorn; from pathlib import Path; from gateway import workers; "
+        "workers.run(uvicorn.Config('tests.gateway.test_workers:failing_app', host='127.0.0.1', "
+        "port=0, workers=2, lifespan='on', log_level='critical'), Path(sys.argv[1]))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "slots")], cwd=root, capture_output=True, timeout=60
+    )
+    assert done.returncode == STARTUP_FAILURE, done.stderr.decode()
