@@ -99,6 +99,16 @@ CREATE TABLE IF NOT EXISTS objects (
     PRIMARY KEY (mount, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_due ON objects (mount, revalidate_at) WHERE revalidate_at IS NOT NULL;
+
+-- Writes through Hoard, for the other worker processes to forget what they knew of these paths
+-- (cache/invalidations.py). AUTOINCREMENT: numbers are never reused, so a gap means trimmed rows.
+CREATE TABLE IF NOT EXISTS invalidations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    mount TEXT NOT NULL,
+    path TEXT NOT NULL,             -- a path, or with `prefix` every path under it
+    prefix INTEGER NOT NULL,
+    at REAL NOT NULL                -- wall-clock time of the write
+);
 """
 
 # Eviction orders as data: the store asks for victims by reason and never branches on the order.
@@ -127,6 +137,15 @@ class PageRow:
     expire_time: float | None
     priority: int
     quota_owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    seq: int
+    mount: str
+    path: str
+    prefix: bool
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +245,16 @@ class Txn:
                 found.append(Victim(name, int(size), reason))
                 freed += int(size)
         return found
+
+    def log_invalidation(self, mount: str, path: str, prefix: bool, at: float, keep: int) -> int:
+        """Log a write through Hoard (the newest `keep` rows are kept); its sequence number."""
+        cur = self.con.execute(
+            "INSERT INTO invalidations (mount, path, prefix, at) VALUES (?, ?, ?, ?)",
+            (mount, path, prefix, at),
+        )
+        seq = int(cur.lastrowid or 0)
+        self.con.execute("DELETE FROM invalidations WHERE seq <= ?", (seq - keep,))
+        return seq
 
     def upsert_object(self, mount: str, info: ObjectInfo, checked_at: float, max_age: float | None) -> None:
         # Only a new etag rewrites the row: the same object's pages arrive one by one. And only a
@@ -463,6 +492,17 @@ class PageIndex:
             .fetchone()
         )
         return None if row is None else _info_of(row)
+
+    def invalidations_since(self, seq: int) -> tuple[list[Invalidation], bool]:
+        """The writes logged after `seq`, oldest first, and whether some of them were trimmed
+        already. On the no-wait connection (see `get_object`): the event loop reads them."""
+        rows = [
+            Invalidation(int(n), str(m), str(p), bool(x), float(t))
+            for n, m, p, x, t in self._nowait_con().execute(
+                "SELECT seq, mount, path, prefix, at FROM invalidations WHERE seq > ? ORDER BY seq", (seq,)
+            )
+        ]
+        return rows, bool(rows) and rows[0].seq > seq + 1
 
     def objects_due(self, mount: str, now: float, limit: int) -> list[tuple[ObjectInfo, float]]:
         """Objects of `mount` whose version the stale sweep should confirm with the UFS."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
@@ -91,6 +92,9 @@ class ObjectCache(Filler):
         self._invalidated: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self._invalidated_prefixes: list[tuple[str, str, int, float]] = []
         self._forgotten_generation = 0
+        # The other worker processes' writes, as far as this one has applied them (invalidations.py).
+        self._seen_signal = -1
+        self._seen_seq = 0
         self._sweeps = 0
         self.hits = 0
         self.misses = 0
@@ -152,6 +156,7 @@ class ObjectCache(Filler):
         """
         rule = self.policy.match(src.namespace_of(path))
         mount = src.mount_id
+        self._sync_invalidations()
         entry = self.metadata.get_stat(mount, path)
         if entry is None and rule.stores:
             row = await self.store.get_object(mount, path)
@@ -264,6 +269,7 @@ class ObjectCache(Filler):
         max_age = self._max_age(rule) if rule.stores else 0.0
         key = (src.mount_id, prefix, delimiter, start_after, limit)
         if max_age > 0:
+            self._sync_invalidations()
             page = self.metadata.get_list(key, self.clock(), max_age)
             if page is not None:
                 return page
@@ -278,31 +284,62 @@ class ObjectCache(Filler):
     async def invalidate(self, src: Source, path: str) -> None:
         """Forget `path` (metadata and pages of every version). Writes, copies and deletes through
         Hoard call this before they acknowledge, so the writer's next read sees its write."""
-        self._fence(src.mount_id, path)
-        self.metadata.invalidate(src.mount_id, path)
+        self._forget(src.mount_id, path, self.clock())
         await self.store.drop_object(src.mount_id, path, EvictionReason.STALE)
+        await self.store.log_invalidation(src.mount_id, path)
 
-    def _fence(self, mount: str, path: str) -> None:
-        """Fence off what was learnt of `path` before now: UFS answers still in flight
-        (_invalidated_since) and metadata rows of the index (_confirmed_before_invalidation)."""
+    async def invalidate_prefix(self, src: Source, prefix: str) -> None:
+        self._forget_prefix(src.mount_id, prefix, self.clock())
+        await self.store.drop_prefix(src.mount_id, prefix, EvictionReason.STALE)
+        await self.store.log_invalidation(src.mount_id, prefix, prefix=True)
+
+    def _forget(self, mount: str, path: str, at: float) -> None:
+        """Drop `path` from memory and fence off what was learnt of it before `at`: UFS answers
+        still in flight (_invalidated_since) and metadata rows of the index
+        (_confirmed_before_invalidation)."""
         self._generation += 1
         key = (mount, path)
-        self._invalidated[key] = (self._generation, self.clock())
+        self._invalidated[key] = (self._generation, at)
         self._invalidated.move_to_end(key)
         if len(self._invalidated) > INVALIDATION_MEMORY:
             _, (forgotten, _) = self._invalidated.popitem(last=False)
             self._forgotten_generation = max(self._forgotten_generation, forgotten)
+        self.metadata.invalidate(mount, path)
 
-    async def invalidate_prefix(self, src: Source, prefix: str) -> None:
+    def _forget_prefix(self, mount: str, prefix: str, at: float) -> None:
         self._generation += 1
-        self._invalidated_prefixes.append((src.mount_id, prefix, self._generation, self.clock()))
+        self._invalidated_prefixes.append((mount, prefix, self._generation, at))
         if len(self._invalidated_prefixes) > 64:
             _, _, forgotten, _ = self._invalidated_prefixes.pop(0)
             self._forgotten_generation = max(self._forgotten_generation, forgotten)
-        self.metadata.invalidate_prefix(src.mount_id, prefix)
-        await self.store.drop_prefix(src.mount_id, prefix, EvictionReason.STALE)
+        self.metadata.invalidate_prefix(mount, prefix)
+
+    def _sync_invalidations(self) -> None:
+        """Forget what the writes logged by any worker process since the last call name
+        (invalidations.py; this process's own too, harmlessly). Unless one was logged, this is
+        one read of shared memory."""
+        signal = self.store.signal.read()
+        if signal == self._seen_signal:
+            return
+        try:
+            rows, missed = self.store.index.invalidations_since(self._seen_seq)
+        except sqlite3.OperationalError:
+            return  # the index is busy: the next call looks again
+        self._seen_signal = signal
+        if missed and self._seen_seq:
+            self.metadata.clear()  # trimmed before this process read them: forget everything
+            self._generation += 1
+            self._forgotten_generation = self._generation
+        for row in rows:
+            if row.prefix:
+                self._forget_prefix(row.mount, row.path, row.at)
+            else:
+                self._forget(row.mount, row.path, row.at)
+        if rows:
+            self._seen_seq = rows[-1].seq
 
     def _invalidated_since(self, mount: str, path: str, generation: int) -> bool:
+        self._sync_invalidations()
         if generation == self._generation:
             return False  # the common case: nothing was invalidated meanwhile
         if generation < self._forgotten_generation:
@@ -316,6 +353,7 @@ class ObjectCache(Filler):
     def _confirmed_before_invalidation(self, mount: str, path: str, checked_at: float) -> bool:
         """Whether a stored metadata row predates an invalidation of its path (a fill that raced
         a write may have stored it just after the write was acknowledged)."""
+        self._sync_invalidations()
         if self._generation == 0:
             return False
         entry = self._invalidated.get((mount, path))
@@ -437,8 +475,7 @@ class ObjectCache(Filler):
         if entry is None or (entry.info is not None and entry.info.etag == info.etag):
             # Also fence off the index's row of that version until the drop below removes it:
             # a stat in between would otherwise take it back from there.
-            self._fence(src.mount_id, info.path)
-            self.metadata.invalidate(src.mount_id, info.path)
+            self._forget(src.mount_id, info.path, self.clock())
         self._spawn(self.store.drop_object(src.mount_id, info.path, EvictionReason.STALE, version=info.etag))
 
     async def preload(

@@ -54,6 +54,8 @@ from typing import TypeVar, cast
 from ufs_adapters.base import ObjectInfo
 
 from .index import PageIndex, PageRow, Txn, Victim
+from .invalidations import KEEP as KEEP_INVALIDATIONS
+from .invalidations import Signal
 from .keys import PageKey
 from .lane import Lane
 from .pagefile import HEADER, INLINE_MAX, NOWAIT, SLOW, PageFiles, remove_if_dead
@@ -118,6 +120,8 @@ class PageStore:
     """Page files + index. Construct with `await PageStore.open(...)`. What may wait for the disk
     runs in the store's own threads; on the event loop run only reads that cannot wait: a page the
     kernel has in memory (read_soon) and an object's index row (get_object)."""
+
+    signal: Signal  # the last write logged by any process (invalidations.py), set at open
 
     def __init__(
         self,
@@ -238,6 +242,7 @@ class PageStore:
     def _open_sync(self, policy: Policy | None) -> None:
         os.makedirs(self._pages_dir, exist_ok=True)
         self._index = PageIndex(os.path.join(self.directory, "index.sqlite3"))
+        self.signal = Signal(os.path.join(self.directory, "invalidations.seq"))
         stored = self.index.setting("page_size")
         if stored is not None and int(stored) != self.page_size:
             # Page indexes mean nothing under another page size: start empty.
@@ -657,6 +662,16 @@ class PageStore:
             txn.delete_objects_under(mount, prefix)
         return dropped
 
+    async def log_invalidation(self, mount: str, path: str, *, prefix: bool = False) -> None:
+        """Log a write through Hoard for the other processes sharing the cache (invalidations.py):
+        committed, then published, when this returns."""
+        await self._run(self._log_invalidation_sync, mount, path, prefix, self.clock())
+
+    def _log_invalidation_sync(self, mount: str, path: str, prefix: bool, at: float) -> None:
+        with self.index.transaction() as txn:
+            seq = txn.log_invalidation(mount, path, prefix, at, KEEP_INVALIDATIONS)
+        self.signal.publish(seq)
+
     async def expire(self, limit: int = 10 * DROP_BATCH) -> int:
         """Drop up to `limit` pages whose TTL has passed."""
         return await self._run(self._expire_sync, limit)
@@ -751,6 +766,7 @@ class PageStore:
         self._executor.shutdown(wait=True)
         if self._index is not None:
             self._index.close()
+            self.signal.close()
 
 
 def _discard(written: Future[_Pending | None]) -> None:

@@ -271,6 +271,41 @@ async def test_invalidate_drops_pages_and_metadata(env: Env) -> None:
     assert (await read_all(cache, env.src, info))[0] == new_data
 
 
+async def test_what_another_process_invalidates_is_forgotten_at_the_next_stat(env: Env) -> None:
+    """Two caches over one directory, as two worker processes: a write through one (its
+    invalidate) is seen by the other's next stat and listing, not after the metadata max age."""
+    env.put("w/old", b"old")
+    a, b = await env.cache(), await env.cache()
+    with pytest.raises(NotFound):
+        await b.stat(env.src, "w/new")
+    old = await b.stat(env.src, "w/old")
+    assert [o.path for o in (await b.list_objects(env.src, "w/", limit=10)).objects] == ["w/old"]
+    env.put("w/new", b"new")
+    env.replace("w/old", b"rewritten")
+    await a.invalidate(env.src, "w/new")
+    await a.invalidate(env.src, "w/old")
+    assert (await b.stat(env.src, "w/new")).size == 3
+    assert (await b.stat(env.src, "w/old")).etag != old.etag
+    assert [o.path for o in (await b.list_objects(env.src, "w/", limit=10)).objects] == ["w/new", "w/old"]
+    await a.invalidate_prefix(env.src, "w/")
+    env.replace("w/new", b"newer")
+    assert (await b.stat(env.src, "w/new")).size == 5
+
+
+async def test_a_process_that_missed_trimmed_invalidations_forgets_everything(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cache.store.KEEP_INVALIDATIONS", 2)
+    a, b = await env.cache(), await env.cache()
+    await a.invalidate(env.src, "first")
+    with pytest.raises(NotFound):
+        await b.stat(env.src, "unlogged")  # b has seen "first", and remembers this NotFound
+    for name in ("p1", "p2", "p3"):  # b misses p1: only the newest two rows are kept
+        await a.invalidate(env.src, name)
+    env.put("unlogged", b"written behind the cache's back")
+    assert (await b.stat(env.src, "unlogged")).size == 31
+
+
 async def test_tiny_cache_still_serves_correct_bytes(env: Env) -> None:
     data = env.put("obj", payload(50 * PAGE + 7))
     cache = await env.cache(size=3 * PAGE)  # room for two pages with headers

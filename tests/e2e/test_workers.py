@@ -4,8 +4,10 @@ instead of failing, and the cache's stats are the whole gateway's whichever work
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import signal
 import socket
 from collections import Counter
@@ -118,4 +120,73 @@ def test_cache_stats_add_up_every_workers_reads_whichever_worker_answers(tmp_pat
             assert st["bytes_from_cache"] + st["bytes_from_ufs"] == 2 * total, st
             assert st["pages"] == 10 and st["used"] > total, st
     finally:
+        gw.stop()
+
+
+def _one_connection_per_worker(gw: Gateway, workers: set[int]) -> dict[int, http.client.HTTPConnection]:
+    """A kept-alive connection held by each worker (found by opening a burst and asking)."""
+    port = int(gw.endpoint.rsplit(":", 1)[1])
+    held: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(10):
+        for sock in [socket.create_connection(("127.0.0.1", port), timeout=30.0) for _ in range(8)]:
+            worker = _worker_of(sock)
+            if worker in held:
+                sock.close()
+                continue
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30.0)
+            conn.sock = sock
+            held[worker] = conn
+        if set(held) == workers:
+            return held
+    for conn in held.values():
+        conn.close()
+    raise AssertionError(f"no connection to each of {workers}: {set(held)}")
+
+
+def test_a_write_through_one_worker_is_seen_by_the_other_at_once(tmp_path: Path) -> None:
+    """Each worker keeps stat and list answers in its own memory. A write through one worker
+    dropped only that worker's: the other answered 404 for the key just written, the old ETag
+    for an object just overwritten and a listing without the new key, for up to the metadata
+    max age (a minute by default). S3 reads after writes are consistent."""
+    gw = start_gateway(tmp_path, extra={"server": {"workers": 2}})
+    conns: dict[int, http.client.HTTPConnection] = {}
+    try:
+        conns = _one_connection_per_worker(gw, wait_workers(f"{gw.endpoint}/_hoard/ready", 2))
+        a, b = conns.values()
+        s3 = gw.client()
+        s3.create_bucket(Bucket="rws")
+        s3.put_object(Bucket="rws", Key="dir/old", Body=b"old")
+        s3.put_object(Bucket="rws", Key="dir/gone", Body=b"gone")
+
+        def ask(
+            conn: http.client.HTTPConnection, method: str, op: str, body: bytes = b"", **params: Any
+        ) -> tuple[int, bytes, str]:
+            url = s3.generate_presigned_url(op, Params={"Bucket": "rws", **params})
+            conn.request(method, url.removeprefix(gw.endpoint), body=body or None)
+            reply = conn.getresponse()
+            return reply.status, reply.read(), reply.getheader("ETag") or ""
+
+        def listed(conn: http.client.HTTPConnection) -> list[str]:
+            status, xml, _ = ask(conn, "GET", "list_objects_v2", Prefix="dir/")
+            assert status == 200
+            return [k.decode() for k in re.findall(rb"<Key>([^<]*)</Key>", xml)]
+
+        for conn in (a, b):  # what each worker now holds in memory
+            assert ask(conn, "HEAD", "head_object", Key="dir/new")[0] == 404
+            assert ask(conn, "GET", "get_object", Key="dir/old")[1] == b"old"
+            assert ask(conn, "HEAD", "head_object", Key="dir/gone")[0] == 200
+            assert listed(conn) == ["dir/gone", "dir/old"]
+        assert ask(a, "PUT", "put_object", b"new", Key="dir/new")[0] == 200
+        status, _, etag = ask(a, "PUT", "put_object", b"old, rewritten", Key="dir/old")
+        assert status == 200
+        assert ask(a, "DELETE", "delete_object", Key="dir/gone")[0] == 204
+
+        assert ask(b, "GET", "get_object", Key="dir/new")[:2] == (200, b"new")
+        assert ask(b, "HEAD", "head_object", Key="dir/old")[::2] == (200, etag)
+        assert ask(b, "GET", "get_object", Key="dir/old")[1] == b"old, rewritten"
+        assert ask(b, "HEAD", "head_object", Key="dir/gone")[0] == 404
+        assert listed(b) == ["dir/new", "dir/old"]
+    finally:
+        for conn in conns.values():
+            conn.close()
         gw.stop()
