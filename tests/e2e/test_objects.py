@@ -114,6 +114,38 @@ def test_conditional_get(target: Target) -> None:
     assert _code(exc) == ("PreconditionFailed", 412)
 
 
+def test_conditional_writes(target: Target) -> None:
+    """If-None-Match: * writes only a new key; If-Match only over that version. If-Match was
+    ignored: a writer holding an old ETag overwrote the newer object."""
+    s3 = target.client()
+    key = _key("cond-put")
+    first = s3.put_object(Bucket=target.bucket, Key=key, Body=b"first", IfNoneMatch="*")["ETag"]
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=target.bucket, Key=key, Body=b"other", IfNoneMatch="*")
+    assert _code(exc) == ("PreconditionFailed", 412)
+    second = s3.put_object(Bucket=target.bucket, Key=key, Body=b"second", IfMatch=first)["ETag"]
+    with pytest.raises(ClientError) as exc:  # the writer that still holds the first ETag
+        s3.put_object(Bucket=target.bucket, Key=key, Body=b"lost update", IfMatch=first)
+    assert _code(exc) == ("PreconditionFailed", 412)
+    got = s3.get_object(Bucket=target.bucket, Key=key)
+    assert (got["Body"].read(), got["ETag"]) == (b"second", second)
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=target.bucket, Key=_key("none"), Body=b"x", IfMatch=second)
+    assert _code(exc) == ("NoSuchKey", 404)
+    upload = s3.create_multipart_upload(Bucket=target.bucket, Key=key)["UploadId"]
+    part = s3.upload_part(Bucket=target.bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"mp")
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(
+            Bucket=target.bucket, Key=key, UploadId=upload, MultipartUpload=parts, IfNoneMatch="*"
+        )
+    assert _code(exc) == ("PreconditionFailed", 412)
+    s3.complete_multipart_upload(
+        Bucket=target.bucket, Key=key, UploadId=upload, MultipartUpload=parts, IfMatch=second
+    )
+    assert s3.get_object(Bucket=target.bucket, Key=key)["Body"].read() == b"mp"
+
+
 def test_response_overrides_and_presigned_url(target: Target) -> None:
     s3 = target.client()
     key = _key("presigned.bin")

@@ -8,10 +8,10 @@ from gateway.namespace import Mount
 from gateway.s3 import errors
 from gateway.s3.context import S3Request
 from gateway.s3.errors import S3Error
-from gateway.s3.request import check_key, http_date
+from gateway.s3.request import Preconditions, check_key, http_date
 from gateway.s3.responses import Headers
 from gateway.services import Services
-from ufs_adapters.base import ObjectInfo, UfsError, WriteMeta
+from ufs_adapters.base import NotFound, ObjectInfo, UfsError, WriteMeta
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 
@@ -47,6 +47,24 @@ async def missing(req: S3Request, svc: Services, bucket: str | None = None) -> S
     """NoSuchBucket when the bucket is gone, else NoSuchKey."""
     await bucket_target(req, svc, bucket)
     return S3Error(errors.NO_SUCH_KEY, resource=req.resource, extra={"Key": req.key})
+
+
+async def check_write_preconditions(req: S3Request, svc: Services, mount: Mount, path: str) -> None:
+    """S3's conditional writes (PutObject, CompleteMultipartUpload): `If-None-Match: *` writes
+    only where no object is, `If-Match: <ETag>` only over that version (NoSuchKey where none
+    is). Checked against the UFS just before the write, which is not conditional itself: two
+    writers racing at the UFS can both pass."""
+    cond = Preconditions.parse(req.headers)
+    if cond is None or (cond.if_match is None and cond.if_none_match is None):
+        return
+    try:
+        info = await svc.cache.stat(mount.source, path, revalidate=True)
+    except NotFound:
+        if cond.if_match is not None:
+            raise await missing(req, svc) from None
+        return
+    writes = Preconditions(if_match=cond.if_match, if_none_match=cond.if_none_match)  # no dates
+    writes.check(info.etag, info.last_modified, resource=req.resource, read=False)
 
 
 def object_headers(info: ObjectInfo) -> Headers:

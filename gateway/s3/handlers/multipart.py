@@ -14,7 +14,7 @@ from gateway.namespace import Mount
 from gateway.s3 import errors, xml
 from gateway.s3.context import S3Request
 from gateway.s3.errors import S3Error
-from gateway.s3.handlers.common import bucket_target, object_target, write_meta
+from gateway.s3.handlers.common import bucket_target, check_write_preconditions, object_target, write_meta
 from gateway.s3.handlers.objects import stat_object
 from gateway.s3.request import Preconditions, parse_copy_source, parse_int
 from gateway.s3.responses import XML, S3Response, empty, xml_response
@@ -87,6 +87,7 @@ async def upload_part_copy(req: S3Request, svc: Services) -> S3Response:
 async def complete_multipart_upload(req: S3Request, svc: Services) -> S3Response:
     mount, path = object_target(svc, req.bucket, req.key, req.resource)
     parts = xml.parse_complete(await req.read_body(), req.resource)
+    await check_write_preconditions(req, svc, mount, path)
     task = asyncio.ensure_future(_complete(svc, mount, path, req.query["uploadId"], parts))
     done, _ = await asyncio.wait({task}, timeout=_KEEPALIVE_AFTER)
     location = f"/{req.bucket}/{req.key}"

@@ -9,7 +9,14 @@ from gateway.namespace import Mount
 from gateway.s3 import errors, xml
 from gateway.s3.context import MAX_PUT_SIZE, S3Request
 from gateway.s3.errors import S3Error
-from gateway.s3.handlers.common import bucket_target, missing, object_headers, object_target, write_meta
+from gateway.s3.handlers.common import (
+    bucket_target,
+    check_write_preconditions,
+    missing,
+    object_headers,
+    object_target,
+    write_meta,
+)
 from gateway.s3.request import Preconditions, parse_copy_source, parse_range, range_bounds
 from gateway.s3.responses import Headers, S3Response, empty, xml_response
 from gateway.services import Services
@@ -191,15 +198,7 @@ async def put_object(req: S3Request, svc: Services) -> S3Response:
     if size is not None and size > MAX_PUT_SIZE:
         raise S3Error(errors.ENTITY_TOO_LARGE, resource=req.resource)
     meta = write_meta(req.headers, req.resource)
-    if req.headers.get("if-none-match", "").strip() == "*":
-        try:
-            await svc.cache.stat(mount.source, path, revalidate=True)
-        except NotFound:
-            pass
-        else:
-            raise S3Error(
-                errors.PRECONDITION_FAILED, resource=req.resource, extra={"Condition": "If-None-Match"}
-            )
+    await check_write_preconditions(req, svc, mount, path)
     try:
         info = await mount.adapter.write(path, req.body(), size=size, meta=meta)
     finally:
