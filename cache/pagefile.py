@@ -21,6 +21,8 @@ from typing import cast
 
 from awscrt.checksums import crc32c
 
+from ufs_adapters._util import process_alive
+
 log = logging.getLogger(__name__)
 
 # magic, CRC-32C of the data, length of the data, store time (unix seconds). CRC-32C because the
@@ -252,12 +254,4 @@ def _pid_alive(tmp_name: str) -> bool:
         pid = int(tmp_name.split(".")[1])
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or process_alive(pid)

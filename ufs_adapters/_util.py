@@ -1,9 +1,11 @@
-"""Helpers shared by the adapters: ETag arithmetic, body re-chunking and mount-option checks."""
+"""Helpers shared by the adapters: ETag arithmetic, body re-chunking, mount-option checks, and
+whether a process runs (the page cache's temporary files use it too)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Collection, Iterable, Mapping
 
 from .base import InvalidPart, InvalidPartOrder, InvalidPath
@@ -17,6 +19,17 @@ MAX_PART_NUMBER = 10_000
 # Mount options in these namespaces belong to other systems (Alluxio, Hadoop); users paste whole
 # blocks of them, so an adapter ignores those it does not know instead of refusing to start.
 FOREIGN_OPTION_PREFIXES = ("alluxio.", "s3a.", "fs.", "aws.")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs (one of another user's counts: it cannot be signalled, but is)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def unquote_etag(etag: str) -> str:

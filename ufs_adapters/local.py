@@ -86,6 +86,7 @@ from .local_fs import (
     NO_XATTRS,
     Key,
     Temp,
+    TempRegistry,
     copy_fd,
     fallback_etag,
     fsync_dir,
@@ -116,19 +117,28 @@ class LocalAdapter:
 
     scheme = "file"
 
-    def __init__(self, root: str | os.PathLike[str], *, staging_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        staging_dir: Path | None = None,
+        temps: TempRegistry | None = None,
+    ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self._real_root = os.path.realpath(self.root)
         staging = os.path.abspath(staging_dir) if staging_dir else os.path.join(self.root, UPLOADS_DIR)
-        self._staging = Staging(staging)
+        self._temps = temps
+        self._staging = Staging(staging, temps)
         self._dirs = Directories(self._real_root)
 
     @classmethod
     async def open(
         cls, uri: str, options: Mapping[str, str], *, state_dir: Path | None = None
     ) -> LocalAdapter:
-        """`file:///srv/data`, `/srv/data` or `./data`. `state_dir` is unused: staging stays in the
-        root so that every gateway mounting the same NAS sees the same uploads."""
+        """`file:///srv/data`, `/srv/data` or `./data`. Staging stays in the root, so that every
+        gateway mounting the same NAS sees the same uploads; `state_dir` keeps the registry of
+        the temporary files this gateway writes (local_fs.TempRegistry), and those that processes
+        gone since left behind are removed here."""
         opts = check_options("file", options, OPTIONS)
         parts = urlsplit(uri)
         if parts.scheme == "file":
@@ -142,7 +152,11 @@ class LocalAdapter:
         if not path:
             raise ValueError(f"file URI {uri!r} has no path")
         staging = opts.get("staging_dir")
-        return cls(path, staging_dir=Path(staging) if staging else None)
+        temps = None
+        if state_dir is not None:
+            temps = TempRegistry(str(state_dir / "writing"))
+            await anyio.to_thread.run_sync(temps.sweep)
+        return cls(path, staging_dir=Path(staging) if staging else None, temps=temps)
 
     async def aclose(self) -> None:
         return None
@@ -296,7 +310,7 @@ class LocalAdapter:
             self._check_ancestors(k, create=True)
             self._clear_destination(k, dest)
             try:
-                return open_temp(directory, dest)
+                return open_temp(directory, dest, self._temps)
             except FileNotFoundError:
                 if attempt == 2:  # a concurrent delete keeps pruning the directory we made
                     raise
@@ -330,8 +344,7 @@ class LocalAdapter:
             record["part_sizes"] = part_sizes
         self._write_meta(key, temp.fd, st, record)
         info, _ = self._info(key, temp.fd, st)  # read back: write, HEAD, GET and LIST agree
-        temp.close()
-        os.replace(temp.path, temp.dest)
+        temp.commit()
         directory = os.path.dirname(temp.dest)
         fsync_dir(directory)
         self._dirs.discard(directory)

@@ -4,6 +4,7 @@ directory fsyncs."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ._util import CHUNK_SIZE
+from ._util import CHUNK_SIZE, process_alive
 from .base import (
     AlreadyExists,
     InvalidPath,
@@ -160,16 +161,24 @@ def fsync_dir(path: str) -> None:
 
 @dataclass(slots=True)
 class Temp:
-    """An open temp file that becomes `dest` on commit; `discard()` is safe to call repeatedly."""
+    """An open temp file that becomes `dest` on `commit()`; `discard()` is safe to call repeatedly.
+    `entry`: its entry in a TempRegistry, removed once the file is in place or gone."""
 
     fd: int
     path: str
     dest: str
+    entry: str | None = None
 
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
+
+    def commit(self) -> None:
+        """Close the file and rename it over `dest`: a reader sees the old file or the whole new."""
+        self.close()
+        os.replace(self.path, self.dest)
+        self._untrack()
 
     def discard(self) -> None:
         try:
@@ -180,13 +189,78 @@ class Temp:
             os.unlink(self.path)
         except OSError:
             pass
+        self._untrack()
+
+    def _untrack(self) -> None:
+        if self.entry is not None:
+            entry, self.entry = self.entry, None
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
 
 
-def open_temp(directory: str, dest: str) -> Temp:
+class TempRegistry:
+    """The temporary files this gateway's processes are writing, so that the next start removes
+    those of a process that died before it renamed or removed them: a worker killed in the middle
+    of a PUT left a hidden file as large as the upload so far in the NAS for good (nothing walks
+    a NAS looking for them). One symlink per file in `directory` (the mount's directory in the
+    metastore), named `<boot id>.<pid>.<random>`, made before the file and removed after it."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._prefix = f"{_boot_id()}.{os.getpid()}."
+
+    def track(self, path: str) -> str:
+        entry = os.path.join(self.directory, self._prefix + secrets.token_hex(8))
+        try:
+            os.symlink(path, entry)
+        except FileNotFoundError:
+            os.makedirs(self.directory, exist_ok=True)
+            os.symlink(path, entry)
+        return entry
+
+    def sweep(self) -> int:
+        """Remove the files (and entries) of processes that are gone; how many files went."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return 0
+        boot, removed = _boot_id(), 0
+        for name in names:
+            entry_boot, _, rest = name.partition(".")
+            pid = rest.partition(".")[0]
+            if entry_boot == boot and pid.isdigit() and process_alive(int(pid)):
+                continue
+            entry = os.path.join(self.directory, name)
+            with contextlib.suppress(OSError):
+                target = os.readlink(entry)
+                if os.path.basename(target).startswith(TMP_PREFIX):  # never anything else
+                    os.unlink(target)
+                    removed += 1
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
+        return removed
+
+
+def _boot_id() -> str:
+    """This boot of the machine: a pid of an earlier boot names no process of this one."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip().replace(".", "")
+    except OSError:
+        return "0"
+
+
+def open_temp(directory: str, dest: str, registry: TempRegistry | None = None) -> Temp:
     while True:
         path = os.path.join(directory, TMP_PREFIX + secrets.token_hex(8))
+        entry = registry.track(path) if registry is not None else None
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:
-            continue
-        return Temp(fd, path, dest)
+        except BaseException as exc:
+            if entry is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry)
+            if isinstance(exc, FileExistsError):
+                continue
+            raise
+        return Temp(fd, path, dest, entry)

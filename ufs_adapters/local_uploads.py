@@ -23,7 +23,7 @@ from typing import Any
 
 from ._util import CHUNK_SIZE
 from .base import BadDigest, NoSuchUpload, PartInfo, PartsPage, UploadInfo, UploadsPage, WriteMeta
-from .local_fs import Temp, mtime, open_temp
+from .local_fs import Temp, TempRegistry, mtime, open_temp
 
 UPLOAD_RECORD = "upload.json"
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -34,8 +34,9 @@ class Staging:
     """The uploads staged under one directory. Every method blocks (the adapter runs them in a
     thread); an unknown upload, or one for another key, raises NoSuchUpload."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, temps: TempRegistry | None = None) -> None:
         self.directory = directory
+        self.temps = temps  # parts are the large files: tracked while written (local_fs.TempRegistry)
 
     def _upload_dir(self, path: str, upload_id: str) -> str:
         if not _UPLOAD_ID.fullmatch(upload_id):
@@ -90,8 +91,7 @@ class Staging:
         try:
             os.write(temp.fd, json.dumps(record).encode())
             os.fsync(temp.fd)
-            temp.close()
-            os.replace(temp.path, temp.dest)
+            temp.commit()
         except BaseException:
             temp.discard()
             raise
@@ -133,24 +133,22 @@ class Staging:
     def begin_part(self, path: str, upload_id: str, number: int) -> Temp:
         """The temporary file a part's bytes go to, then `commit_part`."""
         directory, _ = self.load(path, upload_id)
-        return open_temp(directory, self.part_file(directory, number))
+        return open_temp(directory, self.part_file(directory, number), self.temps)
 
     def commit_part(self, path: str, temp: Temp, number: int, etag: str, expected: int | None) -> PartInfo:
         os.fsync(temp.fd)
         st = os.fstat(temp.fd)
         if expected is not None and st.st_size != expected:
             raise BadDigest(path, f"part {number}: expected {expected} bytes, received {st.st_size}")
-        temp.close()
         try:
-            os.replace(temp.path, temp.dest)
+            temp.commit()
             side = {"etag": etag, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
             side_temp = open_temp(os.path.dirname(temp.dest), temp.dest + ".json")
         except FileNotFoundError:
             raise NoSuchUpload(path, "the upload was aborted or completed meanwhile") from None
         try:
             os.write(side_temp.fd, json.dumps(side).encode())
-            side_temp.close()
-            os.replace(side_temp.path, side_temp.dest)
+            side_temp.commit()
         except BaseException:
             side_temp.discard()
             raise

@@ -4,6 +4,7 @@ instead of failing, and the cache's stats are the whole gateway's whichever work
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -189,4 +190,38 @@ def test_a_write_through_one_worker_is_seen_by_the_other_at_once(tmp_path: Path)
     finally:
         for conn in conns.values():
             conn.close()
+        gw.stop()
+
+
+def test_a_worker_killed_in_the_middle_of_a_put_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Its hidden temporary file, as large as the upload so far, stayed in the mount for good.
+    The worker that replaces it removes it as it opens the mount."""
+    gw = start_gateway(tmp_path, extra={"server": {"workers": 2}})
+    try:
+        workers = wait_workers(f"{gw.endpoint}/_hoard/ready", 2)
+        s3 = gw.client()
+        s3.create_bucket(Bucket="killed")
+        url = s3.generate_presigned_url("put_object", Params={"Bucket": "killed", "Key": "big"})
+        port = int(gw.endpoint.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30.0) as sock:
+            host = gw.endpoint.removeprefix("http://")  # signed into the URL
+            head = f"PUT {url.removeprefix(gw.endpoint)} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {64 << 20}\r\n\r\n"
+            sock.sendall(head.encode() + os.urandom(8 << 20))  # an eighth of it, then nothing
+
+            def writer() -> int | None:
+                for pid in workers:
+                    for fd in os.listdir(f"/proc/{pid}/fd"):
+                        with contextlib.suppress(OSError):
+                            if ".hoard-tmp-" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                                return pid
+                return None
+
+            wait_until(lambda: writer() is not None, "the PUT's temporary file open in a worker")
+            os.kill(writer() or 0, signal.SIGKILL)
+        temps = lambda: list((gw.data_dir / "killed").glob(".hoard-tmp-*"))  # noqa: E731
+        assert temps()  # left by the killed worker, until its replacement opens the mount
+        wait_workers(f"{gw.endpoint}/_hoard/ready", 2)
+        wait_until(lambda: not temps(), "the killed worker's temporary file removed")
+        assert s3.list_objects_v2(Bucket="killed").get("KeyCount") == 0
+    finally:
         gw.stop()

@@ -5,6 +5,7 @@ import errno
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ufs_adapters.base import (
     WriteMeta,
 )
 from ufs_adapters.local import LocalAdapter
+from ufs_adapters.local_fs import TempRegistry, open_temp
 from ufs_adapters.local_listing import Directories
 
 
@@ -162,6 +164,35 @@ async def test_failed_body_keeps_old_object(ufs: LocalAdapter, root: Path) -> No
     assert await get(ufs, "k") == b"old"
     assert (await ufs.stat("k")).etag == md5(b"old")
     assert leftovers(root) == []
+
+
+async def test_temporary_files_of_processes_gone_are_removed_at_open(root: Path, tmp_path: Path) -> None:
+    """A worker killed in the middle of a PUT left its hidden temporary file in the NAS for good.
+    Each temporary file is tracked in the mount's state directory while it is written, and opening
+    the mount removes those of processes that are gone (another boot's pids are gone too)."""
+    writing = tmp_path / "state" / "writing"
+    writing.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace(".", "")
+    left = [root / ".hoard-tmp-dead", root / ".hoard-tmp-old-boot"]
+    for temp, owner in zip(left, (f"{boot}.{dead.pid}", f"0another0boot.{os.getpid()}"), strict=True):
+        temp.write_bytes(b"half an upload")
+        os.symlink(temp, writing / f"{owner}.x")
+    (root / "precious").write_bytes(b"not a temporary file")
+    os.symlink(root / "precious", writing / f"{boot}.{dead.pid}.y")  # only temporary files go
+    live = open_temp(str(root), str(root / "live"), TempRegistry(str(writing)))  # still writing
+    ufs = await LocalAdapter.open(f"file://{root}", {}, state_dir=tmp_path / "state")
+    try:
+        assert not any(temp.exists() for temp in left)
+        assert os.path.exists(live.path) and (root / "precious").read_bytes() == b"not a temporary file"
+        assert os.listdir(writing) == [os.path.basename(live.entry or "")]
+        await put(ufs, "k", b"written")  # a write leaves no entry behind
+        assert os.listdir(writing) == [os.path.basename(live.entry or "")]
+        live.commit()
+        assert os.listdir(writing) == [] and (root / "live").read_bytes() == b""
+    finally:
+        await ufs.aclose()
 
 
 async def test_cancelled_write_keeps_old_object(ufs: LocalAdapter, root: Path) -> None:
