@@ -282,8 +282,9 @@ class ObjectCache(Filler):
         return page
 
     async def invalidate(self, src: Source, path: str) -> None:
-        """Forget `path` (metadata and pages of every version). Writes, copies and deletes through
-        Hoard call this before they acknowledge, so the writer's next read sees its write."""
+        """Forget `path` (metadata and pages of every version), here and, through the index's log,
+        in every other worker process (invalidations.py). Writes, copies and deletes through Hoard
+        call this before they acknowledge, so any read that starts after it sees the write."""
         self._forget(src.mount_id, path, self.clock())
         await self.store.drop_object(src.mount_id, path, EvictionReason.STALE)
         await self.store.log_invalidation(src.mount_id, path)
