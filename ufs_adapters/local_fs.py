@@ -218,13 +218,13 @@ class TempRegistry:
             os.symlink(path, entry)
         return entry
 
-    def sweep(self) -> int:
-        """Remove the files (and entries) of processes that are gone; how many files went."""
+    def sweep(self) -> None:
+        """Remove the files (and entries) of processes that are gone."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
-            return 0
-        boot, removed = _boot_id(), 0
+            return
+        boot = _boot_id()
         for name in names:
             entry_boot, _, rest = name.partition(".")
             pid = rest.partition(".")[0]
@@ -235,10 +235,8 @@ class TempRegistry:
                 target = os.readlink(entry)
                 if os.path.basename(target).startswith(TMP_PREFIX):  # never anything else
                     os.unlink(target)
-                    removed += 1
             with contextlib.suppress(OSError):
                 os.unlink(entry)
-        return removed
 
 
 def _boot_id() -> str:
