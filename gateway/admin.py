@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.config import parse_mounts
-from gateway.namespace import Mount, MountError
+from gateway.namespace import Mount, MountError, MountNotFound
 from gateway.s3 import errors
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import SigV4Verifier
@@ -76,6 +76,8 @@ def _guarded(state: AdminState, endpoint: Endpoint) -> Callable[[Request], Await
         except S3Error as exc:
             rid = "admin"
             return Response(errors.render(exc, rid), status_code=exc.status, media_type="application/xml")
+        except MountNotFound as exc:
+            return _json_error(404, str(exc))
         except (MountError, ValueError, KeyError) as exc:
             return _json_error(400, str(exc))
 
@@ -127,9 +129,11 @@ def _target(svc: Services, path: object) -> tuple[Mount, str]:
     """A namespace path (`/bucket/prefix`) → (mount, UFS path) as S3 requests resolve it."""
     if not isinstance(path, str) or not path.startswith("/") or path == "/":
         raise ValueError("path must be a namespace path like /bucket or /bucket/prefix")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise ValueError(f"{path!r}: '.' and '..' segments are ambiguous here; name the path without them")
     bucket, _, key = path[1:].partition("/")
     if svc.mounts.resolve_bucket(bucket) is None:
-        raise ValueError(f"no bucket or mount {bucket!r}")
+        raise MountNotFound(f"no bucket or mount {bucket!r}")
     return svc.mounts.resolve(bucket, key)
 
 

@@ -61,6 +61,10 @@ class MountError(ValueError):
     """A mount cannot be added, removed or opened; the message says why, naming the path."""
 
 
+class MountNotFound(MountError):
+    """The path names no mount (the admin API answers 404, not 400)."""
+
+
 class NotMounted(LookupError):
     """No mount holds this bucket (and there is no root mount): the bucket does not exist."""
 
@@ -315,7 +319,7 @@ class MountTable:
         async with self._lock:
             mount = self._index.by_path.get(path)
             if mount is None:
-                raise MountError(f"{path!r} is not mounted")
+                raise MountNotFound(f"{path!r} is not mounted")
             if mount.is_root:
                 raise MountError("'/': the root mount cannot be removed")
             if mount.origin == "config":

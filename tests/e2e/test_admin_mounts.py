@@ -10,6 +10,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.cli import AdminClient, AdminError
 from tests.e2e.conftest import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -148,3 +149,31 @@ def test_ufs_metrics_count_calls_per_mount(s3_gateway: Gateway) -> None:
     assert 'hoard_ufs_requests_total{mount="/s3",operation="write",outcome="ok"}' in text
     assert 'hoard_ufs_bytes_read_total{mount="/s3"}' in text
     assert "hoard_cache_capacity_bytes" in text and 'hoard_cache_bytes_read_total{source="ufs"}' in text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "status"),
+    [
+        ("DELETE", "mounts", {"path": "/never-mounted"}, None, 404),
+        ("DELETE", "mounts", {"path": "/"}, None, 400),
+        ("POST", "free", None, {"path": "/victim/../etc"}, 400),
+        ("POST", "load", None, {"path": "/../etc"}, 400),
+        ("GET", "cache/explain", {"path": "/victim/./a"}, None, 400),
+    ],
+)
+def test_admin_paths_that_name_nothing(
+    local_gateway: Gateway,
+    method: str,
+    path: str,
+    params: dict[str, str] | None,
+    body: dict[str, str] | None,
+    status: int,
+) -> None:
+    """Unmounting a path that is not mounted is a 404, the root mount a 400; a path with `.` or
+    `..` segments, which a shell user may expect resolved and S3 would take literally, is refused
+    (400)."""
+    with AdminClient(local_gateway.endpoint, ACCESS_KEY, SECRET_KEY) as admin:
+        with pytest.raises(AdminError) as exc:
+            admin.call(method, path, params=params, body=body)
+    assert exc.value.status == status, str(exc.value)
+    assert str(exc.value)
