@@ -5,12 +5,9 @@ bytes (SHA-256 of whole bodies) every time."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +32,7 @@ from tests.e2e.cache_env import (
     start_hoard,
     wait_until,
 )
-from tests.e2e.conftest import launch
+from tests.e2e.conftest import launch, small_file_system
 from tests.servers import moto_server
 
 PAGE = 256 * KiB
@@ -190,22 +187,6 @@ def test_a_cache_smaller_than_one_object_keeps_serving_from_the_ufs(tmp_path: Pa
         # cache.write_buffer of them): their temporary files exist before the commit that makes
         # room for them (CI once saw 7 files of 3 pages' room). The disk must settle within it.
         wait_until(settled, "the page files on disk within the capacity")
-
-
-@contextlib.contextmanager
-def small_file_system(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `path` (root only: CI runs as root)."""
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def test_a_cache_directory_whose_file_system_fills_up_keeps_serving_and_makes_room(

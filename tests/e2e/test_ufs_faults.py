@@ -27,9 +27,10 @@ import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
 from tests.e2e.cache_env import Hoard, KiB, MiB, Moto, blob, get, put_many, s3_mount, sha
-from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, start_gateway
+from tests.e2e.conftest import ACCESS_KEY, SECRET_KEY, small_file_system, start_gateway
 from tests.faultproxy import FaultProxy
 from tests.servers import moto_server
 
@@ -424,3 +425,42 @@ def test_concurrency_limit_is_never_exceeded_at_the_ufs(tmp_path: Path, moto: Mo
         assert hashes == {k: sha(v) for k, v in data.items()}
         assert len(proxy.exchanges("GET")) == 30 and proxy.requests >= 60  # a HEAD and a GET each
         assert 1 < proxy.max_in_flight <= 3, proxy.max_in_flight
+
+
+def test_a_full_file_system_mount_refuses_writes_and_loses_nothing(tmp_path: Path) -> None:
+    """A NAS mount whose file system is full (a 4 MiB tmpfs): a PUT, an overwrite and a part that
+    do not fit are refused with a 503 S3 error, never a 500; the object they would have replaced
+    keeps its bytes, no half-written file is left behind, and the space comes back for the next
+    write that fits."""
+    with small_file_system(tmp_path / "nas", "4m") as nas:
+        (nas / "b").mkdir()
+        gw = start_gateway(tmp_path / "gw", mounts=[{"path": "/nas", "uri": f"file://{nas}"}])
+        try:
+            s3 = gw.client()
+            kept = blob(MiB, "kept")
+            s3.put_object(Bucket="nas", Key="b/kept", Body=kept)
+            too_big = blob(8 * MiB, "too big")
+            for key in ("b/new", "b/kept"):
+                with pytest.raises(ClientError) as refused:
+                    s3.put_object(Bucket="nas", Key=key, Body=too_big)
+                assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+                assert refused.value.response["Error"]["Code"] == "ServiceUnavailable"
+                assert "No space left on device" in refused.value.response["Error"]["Message"]
+            upload = s3.create_multipart_upload(Bucket="nas", Key="b/parts")["UploadId"]
+            with pytest.raises(ClientError) as refused:
+                s3.upload_part(Bucket="nas", Key="b/parts", UploadId=upload, PartNumber=1, Body=too_big)
+            assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+            s3.abort_multipart_upload(Bucket="nas", Key="b/parts", UploadId=upload)
+
+            assert s3.get_object(Bucket="nas", Key="b/kept")["Body"].read() == kept
+            with pytest.raises(ClientError) as missing:
+                s3.head_object(Bucket="nas", Key="b/new")
+            assert missing.value.response["Error"]["Code"] == "404"
+            files = sorted(str(p.relative_to(nas)) for p in nas.rglob("*") if p.is_file())
+            assert files == ["b/kept"]
+            later = blob(MiB, "later")
+            s3.put_object(Bucket="nas", Key="b/later", Body=later)
+            assert s3.get_object(Bucket="nas", Key="b/later")["Body"].read() == later
+            assert "Traceback" not in gw.log_path.read_text()
+        finally:
+            gw.stop()
