@@ -561,6 +561,8 @@ def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _decode(component: str) -> str:
+    if "%" not in component and "+" not in component:
+        return component  # most names and values: nothing to decode
     return unquote(component.replace("+", " "))
 
 
