@@ -64,8 +64,13 @@ def hoard_command() -> list[str]:
 
 
 def start_gateway(
-    tmp: Path, *, mounts: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None
+    tmp: Path,
+    *,
+    mounts: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+    root: bool = True,
 ) -> Gateway:
+    """A gateway over `tmp`: its data directory mounted at `/` (unless `root` is false) and `mounts`."""
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -74,7 +79,7 @@ def start_gateway(
         "auth": {"users": [{"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "admin": True}]},
         "cache": {"dir": str(tmp / "cache")},
         "metastore": {"dir": str(tmp / "meta")},
-        "mounts": [{"path": "/", "uri": f"file://{data}"}, *(mounts or [])],
+        "mounts": [*([{"path": "/", "uri": f"file://{data}"}] if root else []), *(mounts or [])],
     }
     for section, values in (extra or {}).items():
         config.setdefault(section, {}).update(values)

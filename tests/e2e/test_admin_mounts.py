@@ -177,3 +177,28 @@ def test_admin_paths_that_name_nothing(
             admin.call(method, path, params=params, body=body)
     assert exc.value.status == status, str(exc.value)
     assert str(exc.value)
+
+
+def test_admin_paths_outside_every_mount_are_404_without_a_root_mount(tmp_path: Path) -> None:
+    """Without a root mount a bucket exists only as a mount: free, load and explain of any other
+    bucket name no mount (404), as S3 requests to it answer NoSuchBucket."""
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    gw = start_gateway(tmp_path, mounts=[{"path": "/nas", "uri": f"file://{nas}"}], root=False)
+    try:
+        with AdminClient(gw.endpoint, ACCESS_KEY, SECRET_KEY) as admin:
+            for method, path, params, body in [
+                ("POST", "free", None, {"path": "/elsewhere/x"}),
+                ("POST", "load", None, {"path": "/elsewhere"}),
+                ("GET", "cache/explain", {"path": "/elsewhere/x"}, None),
+            ]:
+                with pytest.raises(AdminError) as exc:
+                    admin.call(method, path, params=params, body=body)
+                assert exc.value.status == 404, (path, str(exc.value))
+                assert "elsewhere" in str(exc.value)
+            assert admin.call("POST", "free", body={"path": "/nas/x"})["pages_freed"] == 0
+        with pytest.raises(ClientError) as missing:
+            gw.client().get_object(Bucket="elsewhere", Key="x")
+        assert missing.value.response["Error"]["Code"] == "NoSuchBucket"
+    finally:
+        gw.stop()
